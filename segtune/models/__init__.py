@@ -1,0 +1,1 @@
+"""Models: segtune's MixTransformer family and checkpoint conversion."""

@@ -1,0 +1,126 @@
+"""Auto-class registration, Hub remote code without segtune, and MiT as a backbone for transformers' UperNet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoModel,
+    AutoModelForSemanticSegmentation,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+)
+
+import segtune
+from segtune import MixTransformerBackbone, MixTransformerConfig, MixTransformerForSemanticSegmentation, MixTransformerModel
+from tests.conftest import tiny_config
+
+REMOTE_CODE_FILES = {"configuration_mix_transformer.py", "modeling_mix_transformer.py", "convert_mix_transformer.py"}
+
+# Runs in a fresh interpreter where `import segtune` fails: only the files saved with the checkpoint exist.
+NO_SEGTUNE = textwrap.dedent(
+    """
+    import sys
+
+    class BlockSegtune:
+        def find_spec(self, name, path=None, target=None):
+            if name == "segtune" or name.startswith("segtune."):
+                raise ImportError("segtune is blocked in this process")
+
+    sys.meta_path.insert(0, BlockSegtune())
+    try:
+        import segtune
+        raise SystemExit("segtune was importable")
+    except ImportError:
+        pass
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+
+    checkpoint, pixels_path, out_path = sys.argv[1:]
+    pixels = torch.load(pixels_path)
+    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=True)
+    segmenter = AutoModelForSemanticSegmentation.from_pretrained(checkpoint, trust_remote_code=True).eval()
+    encoder = AutoModel.from_pretrained(checkpoint, trust_remote_code=True).eval()
+    with torch.no_grad():
+        result = {
+            "classes": [type(config).__name__, type(segmenter).__name__, type(encoder).__name__],
+            "module": type(segmenter).__module__,
+            "logits": segmenter(pixels).logits,
+            "last_hidden_state": encoder(pixels).last_hidden_state,
+        }
+    torch.save(result, out_path)
+    """
+)
+
+
+def test_import_registers_every_auto_class():
+    config = tiny_config()
+    assert isinstance(AutoConfig.for_model("mix_transformer"), MixTransformerConfig)
+    assert type(AutoModel.from_config(config)) is MixTransformerModel
+    assert type(AutoBackbone.from_config(config)) is MixTransformerBackbone
+    assert type(AutoModelForSemanticSegmentation.from_config(config)) is MixTransformerForSemanticSegmentation
+    assert segtune.MixTransformerConfig is MixTransformerConfig
+
+
+def test_save_pretrained_writes_code_and_full_auto_map(tmp_path):
+    MixTransformerForSemanticSegmentation(tiny_config()).save_pretrained(tmp_path)
+    assert REMOTE_CODE_FILES <= set(os.listdir(tmp_path))
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_mix_transformer.MixTransformerConfig",
+        "AutoModel": "modeling_mix_transformer.MixTransformerModel",
+        "AutoBackbone": "modeling_mix_transformer.MixTransformerBackbone",
+        "AutoModelForSemanticSegmentation": "modeling_mix_transformer.MixTransformerForSemanticSegmentation",
+    }
+    # The remote-code folder must stay self-contained: no segtune import in any uploaded file.
+    for name in REMOTE_CODE_FILES:
+        assert "segtune" not in "".join(
+            line for line in (tmp_path / name).read_text().splitlines(keepends=True) if line.startswith(("import", "from"))
+        ), name
+
+
+def test_checkpoint_loads_through_remote_code_without_segtune(tmp_path):
+    torch.manual_seed(0)
+    model = MixTransformerForSemanticSegmentation(tiny_config(num_labels=3)).eval()
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    pixels = torch.randn(1, 3, 64, 80)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    subprocess.run(
+        [sys.executable, "-c", NO_SEGTUNE, str(checkpoint), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
+        cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
+    )
+    result = torch.load(tmp_path / "out.pt")
+    assert result["classes"] == ["MixTransformerConfig", "MixTransformerForSemanticSegmentation", "MixTransformerModel"]
+    assert result["module"].startswith("transformers_modules.")
+    with torch.no_grad():
+        torch.testing.assert_close(result["logits"], model(pixels).logits, atol=0, rtol=0)
+        torch.testing.assert_close(result["last_hidden_state"], model.mix_transformer(pixels).last_hidden_state, atol=0, rtol=0)
+
+
+def test_upernet_trains_a_step_on_a_mix_transformer_backbone():
+    torch.manual_seed(0)
+    backbone = tiny_config()
+    model = UperNetForSemanticSegmentation(
+        UperNetConfig(backbone_config=backbone, num_labels=4, hidden_size=16, auxiliary_in_channels=16)
+    )
+    assert isinstance(model.backbone, MixTransformerBackbone) and model.backbone.channels == [8, 8, 16, 16]
+    before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    pixels, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    output = model(pixel_values=pixels, labels=labels)
+    assert output.logits.shape == (2, 4, 64, 64) and torch.isfinite(output.loss)
+    output.loss.backward()
+    optimizer.step()
+    changed = [n for n, p in model.backbone.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) == len(before)
