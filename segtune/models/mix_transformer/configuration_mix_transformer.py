@@ -11,11 +11,7 @@ from typing import Any
 from transformers import PreTrainedConfig, SegformerConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-# The fields MixTransformerConfig shares with transformers' SegformerConfig, name for name, so one
-# config converts into the other without a lookup table.
-SEGFORMER_FIELDS = (
-    "num_channels",
-    "num_encoder_blocks",
+_PER_STAGE_FIELDS = (
     "depths",
     "sr_ratios",
     "hidden_sizes",
@@ -23,6 +19,13 @@ SEGFORMER_FIELDS = (
     "strides",
     "num_attention_heads",
     "mlp_ratios",
+)
+# The fields MixTransformerConfig shares with transformers' SegformerConfig, name for name, so one
+# config converts into the other without a lookup table.
+SEGFORMER_FIELDS = (
+    "num_channels",
+    "num_encoder_blocks",
+    *_PER_STAGE_FIELDS,
     "hidden_act",
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
@@ -32,16 +35,6 @@ SEGFORMER_FIELDS = (
     "layer_norm_eps",
     "decoder_hidden_size",
     "semantic_loss_ignore_index",
-)
-
-_PER_STAGE_FIELDS = (
-    "depths",
-    "sr_ratios",
-    "hidden_sizes",
-    "patch_sizes",
-    "strides",
-    "num_attention_heads",
-    "mlp_ratios",
 )
 
 # SegFormer paper, Table 6 / NVlabs mix_transformer.py: mit_b0 .. mit_b5.
