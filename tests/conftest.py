@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+pytest_plugins = ["tests.hub_fixtures"]
+
 import pytest
 import torch
 from transformers import SegformerForSemanticSegmentation

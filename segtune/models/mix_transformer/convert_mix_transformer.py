@@ -182,6 +182,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
     load = {k: kwargs.pop(k) for k in ("dtype", "torch_dtype", "output_loading_info", "config") if k in kwargs}
     kwargs.pop("attn_implementation", None)  # MixTransformer always uses SDPA
+    kwargs.pop("ignore_mismatched_sizes", None)  # a classifier of another size is always re-initialised
     kwargs.pop("trust_remote_code", None)
     return hub, load, kwargs
 

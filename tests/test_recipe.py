@@ -1,0 +1,110 @@
+"""Recipes: shipped files, YAML + dotted overrides with type checks, and refusal of invalid values."""
+
+import pytest
+import yaml
+
+from segtune.errors import RecipeError
+from segtune.recipe import Recipe, all_keys, available_recipes, find_recipe, load_recipe
+
+SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
+
+
+def test_every_shipped_recipe_is_found_and_valid():
+    assert available_recipes() == SHIPPED
+    for name in SHIPPED:
+        recipe = load_recipe(name)
+        assert recipe.name == name.removesuffix(".yaml")
+        assert load_recipe(name.removesuffix(".yaml")).to_dict() == recipe.to_dict()
+
+
+def test_cityscapes_is_the_paper_recipe():
+    r = load_recipe("cityscapes.yaml")
+    assert (r.model.arch, r.model.variant, r.model.checkpoint) == ("mix_transformer", "mit-b0", "nvidia/mit-b0")
+    assert r.augment.crop_size == (1024, 1024) and r.augment.ratio_range == (0.5, 2.0)
+    assert r.augment.cat_max_ratio == 0.75 and r.augment.flip_prob == 0.5
+    assert r.train.max_steps == 160_000 and r.train.reference_batch_size == 8
+    assert (r.optim.lr, r.optim.weight_decay, r.optim.head_lr_mult) == (6e-5, 0.01, 10.0)
+    assert (r.optim.betas, r.optim.warmup_steps, r.optim.poly_power) == ((0.9, 0.999), 1500, 1.0)
+    assert r.optim.norm_weight_decay == 0.0
+    assert (r.eval.mode, r.eval.crop_size, r.eval.stride) == ("slide", (1024, 1024), (768, 768))
+
+
+def test_ade20k_reduces_labels_with_batch_16():
+    r = load_recipe("ade20k.yaml")
+    assert r.data.reduce_labels and r.augment.crop_size == (512, 512) and r.train.reference_batch_size == 16
+
+
+def test_dotted_overrides_are_typed():
+    r = load_recipe("cityscapes.yaml", ["train.max_steps=100", "optim.lr=1e-4", "model.variant=mit-b5",
+                                        "augment.crop_size=768", "eval.stride=[512,640]", "train.compile=true",
+                                        "data.id2label={0: road, 1: car}", "data.num_labels=2"])
+    assert r.train.max_steps == 100 and r.optim.lr == 1e-4 and isinstance(r.optim.lr, float)
+    assert r.model.checkpoint == "nvidia/mit-b5"
+    assert r.augment.crop_size == (768, 768) and r.eval.stride == (512, 640)
+    assert r.train.compile is True and r.data.id2label == {0: "road", 1: "car"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.learning_rate=1e-4", r"unknown key 'optim.learning_rate'; did you mean 'optim.lr'\?"),
+        ("train.batch_size=4", r"did you mean 'train.per_device_batch_size'\?"),
+        ("model.varaint=mit-b2", r"did you mean 'model.variant'\?"),
+        ("train.max_steps=ten", r"--set train.max_steps: expected int, found 'ten'"),
+        ("train.max_steps=1.5", r"expected int, found 1.5"),
+        ("augment.crop_size=[1,2,3]", r"expected 2 values, found 3"),
+        ("train.max_steps", r"expected KEY=VALUE"),
+    ],
+)
+def test_bad_override_is_refused_with_a_hint(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("demo.yaml", [override])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=-0.1", r"optim.lr: expected positive, found -0.1"),
+        ("augment.crop_size=0", r"augment.crop_size: expected positive, found \(0, 0\)"),
+        ("eval.stride=2048", r"eval.stride: expected at most eval.crop_size \(1024, 1024\).*found \(2048, 2048\)"),
+        ("model.arch=unet", r"model.arch: expected one of \['mix_transformer', 'segformer'\], found 'unet'"),
+        ("train.mixed_precision=fp8", r"train.mixed_precision: expected one of"),
+        ("hub.push=true", r"hub.repo_id: expected a repo id"),
+    ],
+)
+def test_invalid_values_are_refused_before_work_starts(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("cityscapes.yaml", [override])
+
+
+def test_several_problems_are_reported_together():
+    with pytest.raises(RecipeError) as error:
+        load_recipe("cityscapes.yaml", ["optim.lr=-1", "model.arch=unet"])
+    assert "optim.lr" in str(error.value) and "model.arch" in str(error.value)
+
+
+def test_missing_recipe_lists_the_shipped_ones():
+    with pytest.raises(RecipeError, match=r"recipe 'citiscapes.yaml' not found.*'cityscapes.yaml'"):
+        find_recipe("citiscapes.yaml")
+
+
+def test_yaml_file_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_stepz: 10\n")
+    with pytest.raises(RecipeError, match=rf"{bad}: train.max_stepz: unknown key.*'train.max_steps'"):
+        load_recipe(bad)
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(RecipeError, match=rf"{bad}: not valid YAML"):
+        load_recipe(bad)
+
+
+def test_resolved_recipe_round_trips_through_yaml(tmp_path):
+    recipe = load_recipe("ade20k.yaml", ["train.max_steps=7"])
+    recipe.save(tmp_path / "recipe.yaml")
+    again = load_recipe(tmp_path / "recipe.yaml")
+    assert again.to_dict() == recipe.to_dict()
+    assert set(yaml.safe_load((tmp_path / "recipe.yaml").read_text())) == {f.split(".")[0] for f in all_keys()}
+
+
+def test_defaults_live_in_one_place():
+    assert Recipe().optim.lr == 6e-5 and Recipe().augment.ratio_range == (0.5, 2.0)
