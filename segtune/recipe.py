@@ -54,6 +54,7 @@ class SyntheticConfig:
     num_eval: int = 64
     image_size: int = 128
     num_classes: int = 6
+    seed: int = 0  # the scenes; independent of train.seed, so the data stays put when training varies
 
 
 @dataclass

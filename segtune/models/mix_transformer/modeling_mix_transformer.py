@@ -204,6 +204,10 @@ class MixTransformerPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d) and module is getattr(getattr(self, "decode_head", None), "classifier", None):
+            # mmseg's decode heads start their classifier at std 0.01: small logits, a calm first step.
+            init.normal_(module.weight, mean=0.0, std=0.01)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
             fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
             init.normal_(module.weight, mean=0.0, std=(2.0 / fan_out) ** 0.5)

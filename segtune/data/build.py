@@ -1,0 +1,241 @@
+"""recipe -> train and eval torch datasets, with the label contract and the image processor.
+
+    data = build_datasets(recipe)
+    item = data.train[key]   # any int key >= 0: sample key % len, augmented from (train.seed, key)
+    item = data.eval[i]      # native-resolution labels and the original image
+
+Samples are decoded lazily, per access: the `datasets` splits keep `decode=False` Image columns and get a
+`with_transform` that reads the files and validates the mask against the LabelSpec. The torch datasets
+add the processor's eval preprocessing (labels mapped at native size) or the keyed training augmentation
+(labels mapped after cropping). Either way `LabelSpec.map` runs exactly once per item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import torch
+from transformers import SegformerImageProcessor
+
+from ..errors import DatasetError
+from ..recipe import DataConfig, Recipe
+from .decode import check_same_size, describe, read_image, read_mask
+from .labels import LabelSpec, resolve_id2label
+from .processing import build_image_processor, eval_pixel_values
+from .sources import IMAGE, LABEL, Source, load_source
+from .transforms import TrainTransform
+
+logger = logging.getLogger(__name__)
+
+
+class SkipCounter:
+    """Samples skipped under `data.skip_invalid`, counted once each, across DataLoader worker processes.
+
+    Per-split flags live in shared memory, so a sample a worker skips is counted in the main process too.
+    """
+
+    def __init__(self, split_sizes: dict[str, int], listing: Sequence[str] = ()) -> None:
+        self.listing = list(listing)  # dropped while listing files (unpaired, lossy masks ...)
+        self._flags = {split: torch.zeros(n, dtype=torch.bool).share_memory_() for split, n in split_sizes.items()}
+
+    def mark(self, split: str, index: int, reason: str) -> None:
+        """Record sample `index` of `split` as skipped (logged the first time)."""
+        if not self._flags[split][index]:
+            self._flags[split][index] = True
+            logger.warning("skipping invalid sample: %s", reason)
+
+    def is_marked(self, split: str, index: int) -> bool:
+        return bool(self._flags[split][index])
+
+    @property
+    def count(self) -> int:
+        """Samples skipped so far: dropped while listing plus found invalid when read."""
+        return len(self.listing) + sum(int(flags.sum()) for flags in self._flags.values())
+
+    def summary(self) -> str:
+        """One line for the end of a run, e.g. "skipped 3 invalid samples (listing: 1, train: 2, validation: 0)"."""
+        parts = [f"listing: {len(self.listing)}"] + [f"{s}: {int(f.sum())}" for s, f in self._flags.items()]
+        return f"skipped {self.count} invalid samples ({', '.join(parts)})"
+
+
+class _Decode:
+    """`with_transform` function: stored (image, label) values -> uint8 image (3, H, W) and mask (H, W).
+
+    With `encode`, masks come out as train ids (eval); without, raw but validated (uint8, else int32),
+    for the training pipeline to map after cropping.
+    """
+
+    def __init__(self, labels: LabelSpec, encode: bool) -> None:
+        self.labels, self.encode = labels, encode
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {IMAGE: [], LABEL: []}
+        for image_value, label_value in zip(batch[IMAGE], batch[LABEL]):
+            image_name, mask_name = describe(image_value, "image"), describe(label_value, "mask")
+            image = read_image(image_value, image_name)
+            raw = read_mask(label_value, mask_name)
+            check_same_size(tuple(image.shape[-2:]), raw.shape, image_name, mask_name)
+            out[IMAGE].append(image)
+            if self.encode:
+                out[LABEL].append(self.labels.encode(raw, mask_name))
+            else:
+                self.labels.validate(raw, mask_name)
+                out[LABEL].append(torch.from_numpy(raw if raw.dtype == np.uint8 else raw.astype(np.int32)))
+        return out
+
+
+class _SplitDataset(torch.utils.data.Dataset):
+    _encode_labels = True
+
+    def __init__(self, samples: datasets.Dataset, split: str, labels: LabelSpec, skipped: SkipCounter | None) -> None:
+        self.split, self.skipped = split, skipped
+        stored = samples.cast_column(IMAGE, datasets.Image(decode=False)).cast_column(
+            LABEL, datasets.Image(decode=False)
+        )
+        self.samples = stored.with_transform(_Decode(labels, self._encode_labels))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _read(self, index: int) -> dict[str, torch.Tensor] | None:
+        """The decoded sample, or None when it is invalid and skipping is on."""
+        if self.skipped is not None and self.skipped.is_marked(self.split, index):
+            return None
+        try:
+            return self.samples[index]
+        except DatasetError as error:
+            message = f"{self.split} sample {index}: {error}"
+            if self.skipped is None:
+                raise DatasetError(message) from None
+            self.skipped.mark(self.split, index, message)
+            return None
+
+
+class TrainDataset(_SplitDataset):
+    """Augmented training items for ANY key >= 0: sample `key % len(self)`, randomness from (seed, key).
+
+    Item: {"pixel_values": float32 (3, *crop_size) normalised, "labels": int64 (*crop_size)}, padding
+    labelled with the ignore index. Under skip_invalid an invalid sample is replaced by the next valid one.
+    """
+
+    _encode_labels = False  # the pipeline maps labels after cropping (EncodeLabels)
+
+    def __init__(
+        self,
+        samples: datasets.Dataset,
+        split: str,
+        labels: LabelSpec,
+        transform: TrainTransform,
+        skipped: SkipCounter | None = None,
+    ) -> None:
+        super().__init__(samples, split, labels, skipped)
+        self.transform = transform
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        if key < 0:
+            raise IndexError(f"training keys are non-negative, found {key}")
+        n = len(self)
+        for offset in range(n):
+            sample = self._read((key + offset) % n)
+            if sample is not None:
+                pixel_values, labels = self.transform(sample[IMAGE], sample[LABEL], key)
+                return {"pixel_values": pixel_values, "labels": labels}
+        raise DatasetError(f"split {self.split!r}: every sample is invalid (see the warnings above)")
+
+
+class EvalDataset(_SplitDataset):
+    """Evaluation items, labels at native resolution; None for an invalid sample under skip_invalid.
+
+    Item: {"pixel_values": float32 (3, H', W') resized per eval.resize and normalised by the processor,
+    "labels": int64 (H, W) native, "image": uint8 (3, H, W) the original RGB image}.
+    """
+
+    def __init__(
+        self,
+        samples: datasets.Dataset,
+        split: str,
+        labels: LabelSpec,
+        processor: SegformerImageProcessor,
+        skipped: SkipCounter | None = None,
+    ) -> None:
+        super().__init__(samples, split, labels, skipped)
+        self.processor = processor
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+        sample = self._read(index)
+        if sample is None:
+            return None
+        image = sample[IMAGE]
+        return {
+            "pixel_values": eval_pixel_values(self.processor, image),
+            "labels": sample[LABEL].long(),
+            "image": image,
+        }
+
+
+@dataclass
+class SegmentationData:
+    """Everything the loop needs from the data layer."""
+
+    train: TrainDataset
+    eval: EvalDataset
+    labels: LabelSpec
+    processor: SegformerImageProcessor
+    skipped: SkipCounter
+    source: Source | None = field(default=None, repr=False)
+
+
+def build_datasets(recipe: Recipe) -> SegmentationData:
+    """The recipe's train and eval datasets, label contract and image processor.
+
+    Raises:
+        DatasetError: any problem with the source (missing folder, split, column; unpaired files ...).
+            Problems in a sample's files are raised when it is read, or skipped under data.skip_invalid.
+    """
+    data, seed = recipe.data, recipe.train.seed
+    source = load_source(recipe)
+    labels = label_spec(data, source)
+    train = _limit(source.splits[data.train_split], data.max_train_samples, seed)
+    evaluation = _limit(source.splits[data.eval_split], data.max_eval_samples, seed)
+    skipped = SkipCounter({data.train_split: len(train), data.eval_split: len(evaluation)}, source.skipped)
+    skip = skipped if data.skip_invalid else None
+    processor = build_image_processor(recipe)
+    transform = TrainTransform(recipe.augment, processor.image_mean, processor.image_std, labels, seed)
+    return SegmentationData(
+        train=TrainDataset(train, data.train_split, labels, transform, skip),
+        eval=EvalDataset(evaluation, data.eval_split, labels, processor, skip),
+        labels=labels,
+        processor=processor,
+        skipped=skipped,
+        source=source,
+    )
+
+
+def label_spec(data: DataConfig, source: Source) -> LabelSpec:
+    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels).
+
+    Raises:
+        DatasetError: no class names available, or names and `num_labels` disagree.
+    """
+    id2label = resolve_id2label(data.id2label, source.id2label, data.num_labels, source.name)
+    n = len(id2label)
+    palette = tuple(source.palette[:n]) if source.palette and len(source.palette) >= n else ()
+    return LabelSpec(
+        id2label=id2label,
+        palette=palette,
+        ignore_index=data.ignore_index,
+        reduce_labels=data.reduce_labels or source.reduce_labels,
+        label_map=source.label_map,
+    )
+
+
+def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """A seeded subset of `limit` samples spread over the split, in their original order."""
+    if limit is None or limit >= len(split):
+        return split
+    chosen = np.random.default_rng(seed).choice(len(split), size=limit, replace=False)
+    return split.select(sorted(chosen.tolist()))

@@ -1,0 +1,284 @@
+"""The label contract: what a mask value means, decided in one place.
+
+Every source stores masks in its own convention: plain class indices, ADE20K's "0 is other, 1..150 are
+classes" (`reduce_labels`), Cityscapes' label ids that map onto 19 train ids. `LabelSpec` turns a raw
+mask into train ids exactly once, in the data layer (`validate` when read, then `map`: on the full mask
+for evaluation, on the crop for training), and every other part (image processor, loss, metric, model
+config) reads `num_labels`, `id2label` and `ignore_index` from the same object:
+
+    spec = LabelSpec(id2label={0: "road", 1: "car"}, ignore_index=255)
+    labels = spec.encode(np.array(Image.open("mask.png")), "mask.png")   # values in {0, 1, 255}
+
+The image processor never reduces labels (`do_reduce_labels=False`, see `processing.py`) and never sees
+a mask: a label that went through `map` is final. transformers' example script reduces twice when both
+its flag and the processor's are set; here there is no second place that could.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+
+Color = tuple[int, int, int]
+
+# Raw masks are 8- or 16-bit images, so one lookup table over every 16-bit value maps any of them.
+_LUT_SIZE = 1 << 16
+_INVALID = -1
+_MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Class names, colours and the raw-mask -> train-id mapping of one dataset.
+
+    Attributes:
+        id2label: train id -> class name, ids contiguous from 0.
+        palette: one RGB colour per class (for prediction grids and P-mode masks).
+        ignore_index: label of pixels the loss and the metric skip (padding, unlabelled, "other").
+        reduce_labels: raw 0 -> ignore, raw k -> k - 1 (ADE20K); raw `ignore_index` stays ignored.
+        label_map: raw value -> train id (Cityscapes label ids); raw values not listed become ignore.
+    """
+
+    id2label: dict[int, str]
+    palette: tuple[Color, ...] = ()
+    ignore_index: int = 255
+    reduce_labels: bool = False
+    label_map: Mapping[int, int] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = sorted(self.id2label)
+        if ids != list(range(len(ids))) or not ids:
+            raise DatasetError(f"id2label: expected ids 0..N-1 with N >= 1, found {ids[:_MAX_LISTED]}")
+        if 0 <= self.ignore_index < len(ids):
+            raise DatasetError(
+                f"data.ignore_index {self.ignore_index} is a class id (0..{len(ids) - 1}); pick a value outside that range"
+            )
+        if self.reduce_labels and self.label_map is not None:
+            raise DatasetError(
+                "reduce_labels cannot be combined with a label_map (Cityscapes ids): labels would be mapped twice"
+            )
+        if not self.palette:
+            object.__setattr__(self, "palette", default_palette(len(ids)))
+        if len(self.palette) != len(ids):
+            raise DatasetError(f"palette: expected {len(ids)} colours, one per class, found {len(self.palette)}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in self.id2label.items()}
+
+    @property
+    def mask_dtype(self) -> torch.dtype:
+        """uint8 while every train id and the ignore index fit in it (4-8x less to resize and copy), else int64."""
+        fits = self.num_labels <= 255 and 0 <= self.ignore_index <= 255
+        return torch.uint8 if fits else torch.int64
+
+    @cached_property
+    def lut(self) -> np.ndarray:
+        """Raw value -> train id for every 16-bit value; -1 where a raw value is invalid."""
+        lut = np.full(_LUT_SIZE, _INVALID, dtype=np.int64)
+        n = self.num_labels
+        if self.label_map is not None:
+            lut[:] = self.ignore_index
+            for raw, train_id in self.label_map.items():
+                if 0 <= raw < _LUT_SIZE:
+                    lut[raw] = train_id if 0 <= train_id < n else self.ignore_index
+        elif self.reduce_labels:
+            lut[0] = self.ignore_index
+            lut[1 : n + 1] = np.arange(n)
+        else:
+            lut[:n] = np.arange(n)
+        if 0 <= self.ignore_index < _LUT_SIZE and self.label_map is None:
+            lut[self.ignore_index] = self.ignore_index
+        if self.reduce_labels and self.ignore_index != 255:
+            lut[255] = self.ignore_index  # the ADE20K files' own "unlabelled" value, as transformers reduces it
+        return lut
+
+    def valid_raw_values(self) -> str:
+        """The raw mask values this spec accepts, in words (for error messages)."""
+        n, ignore = self.num_labels, self.ignore_index
+        if self.label_map is not None:
+            return "any value (unmapped ids become the ignore index)"
+        if self.reduce_labels:
+            return f"0 (ignored) and 1..{n} (classes 0..{n - 1} after reduce_labels), or the ignore index {ignore}"
+        return f"class ids in [0, {n}) or the ignore index {ignore}"
+
+    @cached_property
+    def _byte_check(self) -> tuple[int, tuple[int, ...]]:
+        """For 8-bit masks: (T, allowed) such that a value is invalid iff it is >= T and not in `allowed`."""
+        valid = self.lut[:256] != _INVALID
+        invalid = np.flatnonzero(~valid)
+        first = int(invalid[0]) if invalid.size else 256
+        return first, tuple(int(v) for v in np.flatnonzero(valid[first:]) + first)
+
+    def _check_bytes(self, raw: np.ndarray, where: str) -> None:
+        """Validate an 8-bit mask in a few vectorised passes (no histogram unless something is wrong)."""
+        first, allowed = self._byte_check
+        if first > 255 or raw.size == 0 or raw.max() < first:
+            return
+        if len(allowed) > 3:
+            self.count_raw(raw, where)  # general path; raises with the list
+            return
+        suspect = raw >= first
+        for value in allowed:
+            suspect &= raw != value
+        if suspect.any():
+            self._raise_invalid(np.unique(raw[suspect]), where)
+
+    def count_raw(self, raw: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct raw values of a mask and how many pixels carry each.
+
+        Raises:
+            DatasetError: a value is negative, or no train id exists for it; the message lists them.
+        """
+        if raw.dtype.kind not in "biu":
+            raise DatasetError(f"{where}: mask has dtype {raw.dtype}; expected integer class ids")
+        if raw.dtype.kind == "i" and raw.size and raw.min() < 0:
+            self._raise_invalid(np.unique(raw[raw < 0]), where)
+        if raw.size and raw.max() >= _LUT_SIZE:  # 32-bit masks: list the values before any histogram
+            self._raise_invalid(np.unique(raw[raw >= _LUT_SIZE]), where)
+        counts = np.bincount(raw.ravel())
+        values = np.flatnonzero(counts)
+        bad = values[(values >= _LUT_SIZE) | (self.lut[np.minimum(values, _LUT_SIZE - 1)] == _INVALID)]
+        if bad.size:
+            self._raise_invalid(bad, where)
+        return values, counts[values]
+
+    def validate(self, raw: np.ndarray, where: str) -> None:
+        """Check that every value of a raw mask (H, W) has a train id (or is ignored).
+
+        Raises:
+            DatasetError: naming `where` and listing the values without a train id.
+        """
+        if raw.dtype == np.uint8:
+            self._check_bytes(raw, where)  # a 2048x1024 mask: ~1 ms, no histogram unless something is wrong
+        else:
+            self.count_raw(raw, where)
+
+    def map(self, raw: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Train ids (H, W) of `mask_dtype` for a validated raw mask: the one place labels are mapped or reduced."""
+        raw = raw.numpy() if isinstance(raw, torch.Tensor) else raw
+        if raw.dtype == np.uint8 and self.mask_dtype == torch.uint8:
+            encoded = raw if self._identity else np.take(self._byte_lut, raw)
+            return torch.from_numpy(np.ascontiguousarray(encoded))
+        return torch.from_numpy(self.lut[raw.astype(np.intp, copy=False)]).to(self.mask_dtype)
+
+    def encode(self, raw: np.ndarray, where: str) -> torch.Tensor:
+        """`validate` then `map`: a raw mask (H, W) as train ids (H, W) of `mask_dtype`.
+
+        Raises:
+            DatasetError: the mask holds values with no train id; the message lists them.
+        """
+        self.validate(raw, where)
+        return self.map(raw)
+
+    def class_pixels(self, raw: torch.Tensor) -> torch.Tensor:
+        """Pixels per train id (num_labels,) of a validated raw mask or region; ignored pixels left out."""
+        counts = torch.bincount(raw.reshape(-1) if raw.dtype == torch.uint8 else raw.reshape(-1).long())
+        train_ids = self._lut_tensor[: counts.numel()]
+        keep = (train_ids >= 0) & (train_ids < self.num_labels) & (counts > 0)
+        return torch.bincount(train_ids[keep], weights=counts[keep].double(), minlength=self.num_labels)
+
+    @cached_property
+    def _identity(self) -> bool:
+        return self.label_map is None and not self.reduce_labels
+
+    @cached_property
+    def _lut_tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.lut)
+
+    @cached_property
+    def _byte_lut(self) -> np.ndarray:
+        return np.where(self.lut[:256] == _INVALID, 0, self.lut[:256]).astype(np.uint8)
+
+    def class_counts(self, raw: np.ndarray, where: str) -> np.ndarray:
+        """Pixels per train id, then ignored pixels last: shape (num_labels + 1,).
+
+        Raises:
+            DatasetError: as `validate`.
+        """
+        values, counts = self.count_raw(raw, where)
+        train_ids = self.lut[values]
+        histogram = np.zeros(self.num_labels + 1, dtype=np.int64)
+        slots = np.where(train_ids == self.ignore_index, self.num_labels, train_ids)
+        np.add.at(histogram, slots, counts)
+        return histogram
+
+    def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
+        listed = bad[:_MAX_LISTED].tolist()
+        more = f" (and {bad.size - _MAX_LISTED} more)" if bad.size > _MAX_LISTED else ""
+        raise DatasetError(
+            f"{where}: mask values {listed}{more} are outside [0, {self.num_labels}) and not the ignore index "
+            f"{self.ignore_index}; expected {self.valid_raw_values()}"
+        )
+
+
+def default_palette(n: int) -> tuple[Color, ...]:
+    """n distinct colours, PASCAL VOC's bit-interleaved palette (class 0 black, then red, green, ...)."""
+    colours = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+def read_id2label(path: str | Path) -> dict[int, str]:
+    """An `id2label.json` file ({"0": "road", ...}) with integer keys.
+
+    Raises:
+        DatasetError: the file is not JSON, not a mapping, or has keys that are not integers.
+    """
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: cannot read id2label: {error}") from None
+    if not isinstance(content, dict):
+        raise DatasetError(f"{path}: expected a mapping of class id to name, found {type(content).__name__}")
+    try:
+        return {int(k): str(v) for k, v in content.items()}
+    except ValueError:
+        raise DatasetError(f"{path}: expected integer class ids as keys, found {list(content)[:_MAX_LISTED]}") from None
+
+
+def resolve_id2label(
+    recipe_id2label: Mapping[int, str] | None,
+    source_id2label: Mapping[int, str] | None,
+    num_labels: int | None,
+    where: str,
+) -> dict[int, str]:
+    """Class names: the recipe's, else the source's, else `class_{i}` for `num_labels` classes.
+
+    Raises:
+        DatasetError: no names and no `num_labels`; or `num_labels` disagrees with the source's names.
+    """
+    if recipe_id2label:
+        return dict(recipe_id2label)
+    if source_id2label:
+        if num_labels is not None and num_labels != len(source_id2label):
+            raise DatasetError(
+                f"data.num_labels is {num_labels} but {where} names {len(source_id2label)} classes; "
+                "drop data.num_labels or set data.id2label"
+            )
+        return dict(source_id2label)
+    if num_labels:
+        return {i: f"class_{i}" for i in range(num_labels)}
+    raise DatasetError(
+        f"{where}: no class names found (no id2label.json); set data.id2label, or data.num_labels for class_0.. names"
+    )

@@ -1,0 +1,242 @@
+"""Push a finished run to the Hugging Face Hub with a model card; everything stays local if it fails.
+
+What goes up: the safetensors weights, `config.json` (for `mix_transformer` models with `auto_map`
+and the remote-code files), the image processor, `recipe.yaml`, `metrics.json`, the per-class table,
+the prediction grid and a model card `README.md`. `format="segformer"` uploads a stock transformers
+`SegformerForSemanticSegmentation` instead (`to_segformer()`): no remote code, and the Hub's
+inference widget works.
+
+The token is whatever huggingface_hub finds (`HF_TOKEN`, or `hf auth login`); segtune never prints,
+logs or writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+from .errors import HubError
+from .recipe import Recipe, recipe_from_dict
+
+FORMATS = ("mix_transformer", "segformer")
+RUN_FILES = ("recipe.yaml", "metrics.json", "per_class_iou.md", "predictions.png")
+MODEL_SUFFIXES = (".safetensors", ".json", ".py")
+PENDING_FILE = ".push_pending.json"
+NVIDIA_LICENSE_LINK = "https://github.com/NVlabs/SegFormer/blob/master/LICENSE"
+
+
+def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
+    """The run's recipe, final metrics and model config.
+
+    Raises:
+        HubError: the directory is not a finished segtune run (names the missing file).
+    """
+    needed = [output_dir / name for name in ("config.json", "recipe.yaml", "metrics.json")]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise HubError(f"{output_dir}: not a finished segtune run; missing {missing} (train it to the end first)")
+    recipe = recipe_from_dict(yaml.safe_load((output_dir / "recipe.yaml").read_text()), str(output_dir / "recipe.yaml"))
+    return recipe, json.loads((output_dir / "metrics.json").read_text()), json.loads((output_dir / "config.json").read_text())
+
+
+def _dataset_id(recipe: Recipe) -> str | None:
+    if recipe.data.source in ("hub", "ade20k"):
+        return recipe.data.path
+    return "cityscapes" if recipe.data.source == "cityscapes" else None
+
+
+def _from_nvidia(recipe: Recipe) -> bool:
+    return recipe.model.init == "pretrained" and recipe.model.checkpoint.startswith("nvidia/")
+
+
+def card_data(repo_id: str, recipe: Recipe, metrics: dict) -> ModelCardData:
+    """Model card metadata: library, task, tags, dataset, base model, licence and model-index results."""
+    dataset = _dataset_id(recipe) or f"segtune-{recipe.data.source}"
+    results = [
+        EvalResult(task_type="image-segmentation", task_name="Semantic Segmentation", dataset_type=dataset,
+                   dataset_name=dataset, dataset_split=recipe.data.eval_split, metric_type=key, metric_name=name,
+                   metric_value=round(float(metrics[key]), 4))
+        for key, name in (("mean_iou", "mIoU"), ("mean_accuracy", "mAcc"), ("overall_accuracy", "aAcc"))
+    ]
+    nvidia = _from_nvidia(recipe)
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        license="other" if nvidia else "apache-2.0",
+        license_name="nvidia-source-code-license" if nvidia else None,
+        license_link=NVIDIA_LICENSE_LINK if nvidia else None,
+        tags=["segtune", "segformer", recipe.model.arch, "semantic-segmentation", "vision"],
+        datasets=[dataset] if _dataset_id(recipe) else None,
+        base_model=recipe.model.checkpoint if recipe.model.init == "pretrained" else None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=results,
+    )
+
+
+def _class_table(metrics: dict) -> str:
+    rows = ["| class | IoU | accuracy |", "|---|---|---|"]
+    names = list(metrics.get("per_category_iou_by_name", {}))
+    for name, iou, accuracy in zip(names, metrics["per_category_iou"], metrics["per_category_accuracy"]):
+        rows.append(f"| {name} | {'n/a' if iou is None else f'{iou:.4f}'} | {'n/a' if accuracy is None else f'{accuracy:.4f}'} |")
+    return "\n".join(rows)
+
+
+def card_text(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> str:
+    """The model card body: results, per-class IoU, loading with and without segtune, licence."""
+    remote = format == "mix_transformer"
+    load_kwargs = ", trust_remote_code=True" if remote else ""
+    licence = (
+        f"This model was fine-tuned from `{recipe.model.checkpoint}`, NVIDIA's SegFormer weights, which carry "
+        f"NVIDIA's non-commercial [Source Code License]({NVIDIA_LICENSE_LINK}); this model inherits it."
+        if _from_nvidia(recipe) else "Apache-2.0."
+    )
+    return f"""# {repo_id.split("/")[-1]}
+
+SegFormer ({recipe.model.variant}, `{recipe.model.arch}`) fine-tuned with [segtune](https://github.com/segtune/segtune)
+recipe `{recipe.name}` for {metrics.get("step", recipe.train.max_steps)} steps on `{_dataset_id(recipe) or recipe.data.source}`.
+
+**mIoU {metrics["mean_iou"]:.4f}** · mAcc {metrics["mean_accuracy"]:.4f} · aAcc {metrics["overall_accuracy"]:.4f}
+(split `{recipe.data.eval_split}`, {recipe.eval.mode} inference, scored at native label resolution).
+
+{_class_table(metrics)}
+
+## How to use
+
+With segtune installed (`pip install segtune`):
+
+```python
+import segtune
+masks = segtune.predict("{repo_id}", ["image.jpg"])
+```
+
+With plain transformers{" (the model code comes with the checkpoint)" if remote else ""}:
+
+```python
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+
+processor = AutoImageProcessor.from_pretrained("{repo_id}")
+model = AutoModelForSemanticSegmentation.from_pretrained("{repo_id}"{load_kwargs})
+segmenter = pipeline("image-segmentation", model="{repo_id}"{load_kwargs})
+```
+
+The training recipe is `recipe.yaml`; the final evaluation is `metrics.json`; `predictions.png` shows
+image, ground truth and prediction for validation samples.
+
+## Licence
+
+{licence}
+"""
+
+
+def build_card(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> ModelCard:
+    """A `huggingface_hub.ModelCard`: YAML metadata plus `card_text`."""
+    return ModelCard(f"---\n{card_data(repo_id, recipe, metrics).to_yaml()}\n---\n\n{card_text(repo_id, recipe, metrics, format)}")
+
+
+def stage(output_dir: Path, staging: Path, format: str) -> None:
+    """Copy what gets uploaded into `staging` (never checkpoints or tracker logs)."""
+    if format == "segformer":
+        from .models.loading import load_for_inference
+
+        model, processor = load_for_inference(str(output_dir))
+        stock = model.to_segformer() if hasattr(model, "to_segformer") else model
+        stock.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    else:
+        for path in output_dir.iterdir():
+            if path.is_file() and path.suffix in MODEL_SUFFIXES and path.name not in RUN_FILES and path.name != PENDING_FILE:
+                shutil.copy2(path, staging / path.name)
+    for name in RUN_FILES:
+        if (output_dir / name).is_file():
+            shutil.copy2(output_dir / name, staging / name)
+
+
+def _check_login(api: HfApi) -> None:
+    if get_token() is None:
+        raise HubError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
+    try:
+        api.whoami()
+    except HfHubHTTPError as error:
+        raise HubError(f"the Hugging Face token was refused ({error.response.status_code}): run `hf auth login` again") from None
+
+
+def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> None:
+    """Refuse to push over a repo holding another model (other model type or labels) unless overwriting.
+
+    Raises:
+        HubError: naming what the repo holds and what would be pushed.
+    """
+    if overwrite:
+        return
+    try:
+        existing = json.loads(Path(api.hf_hub_download(repo_id, "config.json")).read_text())
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        return
+    theirs = (existing.get("model_type"), existing.get("id2label"))
+    ours = (config.get("model_type"), config.get("id2label"))
+    if theirs != ours and not (existing.get("model_type") in FORMATS and existing.get("id2label") == ours[1]):
+        raise HubError(
+            f"{repo_id} already holds another model (model_type {theirs[0]!r} with {len(theirs[1] or {})} labels; "
+            f"pushing {ours[0]!r} with {len(ours[1] or {})} labels): pass --overwrite to replace it"
+        )
+
+
+def push(output_dir: str | Path, repo_id: str | None = None, *, private: bool | None = None, format: str | None = None,
+         overwrite: bool = False, commit_message: str | None = None) -> str:
+    """Upload a finished run to `repo_id`; return the commit URL.
+
+    `repo_id`, `private` and `format` default to the run's `hub.*` recipe settings, or to a previous
+    failed push's. A failure keeps everything local, records the attempt, and raises.
+
+    Raises:
+        HubError: not a finished run, no token, an unrelated model in the repo, or the upload failed.
+    """
+    output_dir = Path(output_dir)
+    recipe, metrics, config = _read_run(output_dir)
+    pending = json.loads((output_dir / PENDING_FILE).read_text()) if (output_dir / PENDING_FILE).is_file() else {}
+    repo_id = repo_id or pending.get("repo_id") or recipe.hub.repo_id
+    if not repo_id:
+        raise HubError(f"{output_dir}: no repo id: pass --repo-id user/name or set hub.repo_id in the recipe")
+    format = format or pending.get("format") or recipe.hub.format
+    if format not in FORMATS:
+        raise HubError(f"--format: expected one of {list(FORMATS)}, found {format!r}")
+    private = recipe.hub.private if private is None else private
+    api = HfApi()
+    _check_login(api)
+    _check_related(api, repo_id, config, overwrite)
+    try:
+        url = _upload(api, output_dir, repo_id, recipe, metrics, format, private, commit_message)
+    except Exception as error:  # HTTP errors, refused connections, timeouts: whatever stopped the upload
+        _record_pending(output_dir, repo_id, format, error)
+        raise HubError(f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
+                       f"{output_dir}: run `python -m segtune.push {output_dir}` to retry") from error
+    (output_dir / PENDING_FILE).unlink(missing_ok=True)
+    return url
+
+
+def _upload(api: HfApi, output_dir: Path, repo_id: str, recipe: Recipe, metrics: dict, format: str, private: bool,
+            commit_message: str | None) -> str:
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    card = build_card(repo_id, recipe, metrics, format)
+    with tempfile.TemporaryDirectory() as staging:
+        stage(output_dir, Path(staging), format)
+        card.save(Path(staging) / "README.md")
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=staging,
+            commit_message=commit_message or f"segtune: {recipe.name}, mIoU {metrics['mean_iou']:.4f}",
+        )
+    return commit.commit_url
+
+
+def _record_pending(output_dir: Path, repo_id: str, format: str, error: Exception) -> None:
+    record: dict[str, Any] = {"repo_id": repo_id, "format": format, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "error": type(error).__name__}
+    (output_dir / PENDING_FILE).write_text(json.dumps(record, indent=2))

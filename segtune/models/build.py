@@ -1,0 +1,69 @@
+"""Recipe -> model: transformers' Segformer or segtune's MixTransformer, from a checkpoint or random weights."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import PreTrainedConfig, PreTrainedModel, SegformerForSemanticSegmentation
+
+from ..errors import CheckpointError
+from ..recipe import ModelConfig
+from .mix_transformer import MixTransformerConfig, MixTransformerForSemanticSegmentation
+
+logger = logging.getLogger(__name__)
+
+
+def _head_overrides(model: ModelConfig, id2label: dict[int, str], ignore_index: int) -> dict[str, Any]:
+    return {
+        "num_labels": len(id2label),
+        "id2label": dict(id2label),
+        "label2id": {name: index for index, name in id2label.items()},
+        "semantic_loss_ignore_index": ignore_index,
+        "drop_path_rate": model.drop_path_rate,
+        "classifier_dropout_prob": model.classifier_dropout_prob,
+    }
+
+
+def _checkpoint_type(checkpoint: str) -> str:
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(checkpoint)
+    except OSError as error:
+        raise CheckpointError(
+            f"model.init_from={checkpoint!r}: no config.json found locally or on the Hub ({error}). "
+            "Check the id or path, log in for private repos, or set model.init: random."
+        ) from None
+    return config.get("model_type", "")
+
+
+def _pretrained(model: ModelConfig, overrides: dict[str, Any]) -> PreTrainedModel:
+    checkpoint = model.checkpoint
+    source = _checkpoint_type(checkpoint)
+    if model.arch == "mix_transformer" or source == "mix_transformer":
+        # segtune converts Segformer checkpoints itself; a mismatched classifier is re-initialised.
+        loaded = MixTransformerForSemanticSegmentation.from_pretrained(
+            checkpoint, ignore_mismatched_sizes=True, **overrides
+        )
+        return loaded if model.arch == "mix_transformer" else loaded.to_segformer()
+    return SegformerForSemanticSegmentation.from_pretrained(checkpoint, ignore_mismatched_sizes=True, **overrides)
+
+
+def build_model(model: ModelConfig, id2label: dict[int, str], ignore_index: int = 255) -> PreTrainedModel:
+    """The segmentation model a recipe asks for, in training mode, its head sized for `id2label`.
+
+    Raises:
+        CheckpointError: `model.init_from` cannot be found or does not fit.
+    """
+    overrides = _head_overrides(model, id2label, ignore_index)
+    if model.init == "random":
+        config = MixTransformerConfig.from_variant(model.variant, **overrides)
+        built = (
+            MixTransformerForSemanticSegmentation(config)
+            if model.arch == "mix_transformer"
+            else SegformerForSemanticSegmentation(config.to_segformer_config())
+        )
+    else:
+        built = _pretrained(model, overrides)
+    if model.gradient_checkpointing:
+        built.activation_checkpointing_enable()
+    return built.train()

@@ -1,0 +1,47 @@
+"""Load any segmentation checkpoint for inference: a directory or Hub id, segtune's or transformers' own."""
+
+from __future__ import annotations
+
+import os
+
+from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, PreTrainedModel, SegformerImageProcessor
+
+from ..errors import CheckpointError
+
+REQUIRED_FILES = ("config.json",)
+
+
+def _check_directory(path: str) -> None:
+    missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(path, name))]
+    weights = [n for n in os.listdir(path) if n.endswith((".safetensors", ".bin"))]
+    if missing or not weights:
+        found = sorted(os.listdir(path))
+        raise CheckpointError(
+            f"{path}: not a model checkpoint; expected config.json and weights (*.safetensors), found {found}"
+        )
+
+
+def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, SegformerImageProcessor]:
+    """The model (eval mode) and the image processor saved with it.
+
+    A checkpoint without an image processor gets transformers' default `SegformerImageProcessor`.
+
+    Raises:
+        CheckpointError: the directory lacks config or weights, or the repo does not exist.
+    """
+    import segtune  # noqa: F401  (registers MixTransformer with the Auto classes)
+
+    if os.path.isdir(model_id):
+        _check_directory(model_id)
+    try:
+        model = AutoModelForSemanticSegmentation.from_pretrained(model_id, **kwargs).eval()
+    except (RepositoryNotFoundError, HFValidationError) as error:
+        raise CheckpointError(f"{model_id}: no such local directory or Hub repo ({type(error).__name__})") from None
+    except OSError as error:
+        raise CheckpointError(f"{model_id}: cannot load the model: {error}") from None
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
+    except OSError:
+        processor = SegformerImageProcessor()
+    return model, processor

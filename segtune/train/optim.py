@@ -1,0 +1,67 @@
+"""Optimizer parameter groups and the iteration schedule of the SegFormer recipe.
+
+AdamW, the decode head at `head_lr_mult` x the base lr (mmseg `paramwise_cfg` custom_keys
+head lr_mult=10), no weight decay on norms and biases; linear warmup then polynomial decay.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import get_polynomial_decay_schedule_with_warmup
+
+from ..recipe import OptimConfig
+
+HEAD_PREFIX = "decode_head."
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    """Parameters of norm layers, and every bias."""
+    names = set()
+    for module_name, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if isinstance(module, _NORMS) or param_name == "bias":
+                names.add(full)
+    return names
+
+
+def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
+    """Four AdamW groups: (encoder, head) x (decayed, not decayed). Empty groups are left out.
+
+    Each group carries a `name`, so logs and tests can tell them apart.
+    """
+    no_decay = _no_decay_names(model)
+    groups: dict[str, dict] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        head = name.startswith(HEAD_PREFIX)
+        plain = name in no_decay
+        key = f"{'head' if head else 'encoder'}{'_no_decay' if plain else ''}"
+        group = groups.setdefault(key, {
+            "name": key,
+            "params": [],
+            "lr": optim.lr * (optim.head_lr_mult if head else 1.0),
+            "weight_decay": optim.norm_weight_decay if plain else optim.weight_decay,
+        })
+        group["params"].append(parameter)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over `parameter_groups`; `defaults["lr"]` is the base (encoder) lr the schedule scales from."""
+    return torch.optim.AdamW(
+        parameter_groups(model, optim), lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup_steps`, then (1 - t/T)^power decay to `min_lr` at `max_steps`.
+
+    transformers' schedule scales every group by the same factor, so the head keeps its 10x.
+    """
+    return get_polynomial_decay_schedule_with_warmup(
+        optimizer, optim.warmup_steps, max_steps, lr_end=optim.min_lr, power=optim.poly_power
+    )

@@ -1,0 +1,167 @@
+"""The fine-tuning loop: outputs, exact resume, faults, and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import segtune.train.loop as loop
+from segtune.errors import TrainingError
+from segtune.finetune import main as finetune_main
+from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
+from segtune.recipe import load_recipe
+from segtune.train import train
+from segtune.train.checkpoints import list_checkpoints
+
+TINY_RUN = [
+    "data.synthetic.num_train=8", "data.synthetic.num_eval=3", "data.synthetic.image_size=64",
+    "augment.scale=[64,64]", "augment.crop_size=64", "augment.ratio_range=[0.75,1.25]",
+    "train.per_device_batch_size=2", "train.reference_batch_size=2", "train.max_steps=4",
+    "train.eval_steps=2", "train.save_steps=2", "train.logging_steps=1", "data.num_workers=0",
+    "logging.report_to=[none]", "optim.warmup_steps=1", "eval.num_visualizations=2",
+]
+
+
+def tiny_recipe(output_dir, *overrides: str):
+    return load_recipe("demo.yaml", [*TINY_RUN, f"train.output_dir={output_dir}", *overrides])
+
+
+def final_weights(output_dir) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "model.safetensors")
+
+
+@pytest.mark.parametrize("arch", ["mix_transformer", "segformer"])
+def test_short_run_writes_every_output(tmp_path, arch):
+    out = tmp_path / "run"
+    results = train(tiny_recipe(out, f"model.arch={arch}"))
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "recipe.yaml", "metrics.json",
+            "per_class_iou.md", "predictions.png", "checkpoints"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy"} <= set(metrics)
+    assert metrics["step"] == 4 and 0 <= metrics["mean_iou"] <= 1
+    assert metrics["mean_iou"] == pytest.approx(float(results["mean_iou"]))
+    assert len(metrics["per_category_iou"]) == 6 and "background" in metrics["per_category_iou_by_name"]
+    assert results["confusion_matrix"].sum() == 3 * 64 * 64  # every eval pixel, at native resolution
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000002", "step-00000004"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == ("mix_transformer" if arch == "mix_transformer" else "segformer")
+    assert config["id2label"]["1"] == "disc"
+    assert load_recipe(out / "recipe.yaml").model.arch == arch
+
+
+def test_checkpoints_keep_the_last_k_and_the_best(tmp_path, monkeypatch):
+    scores = iter([0.9, 0.1, 0.2, 0.3])  # best at the first evaluation
+    real = loop.evaluate
+
+    def scripted(*args, **kwargs):
+        results = real(*args, **kwargs)
+        results["mean_iou"] = next(scores)
+        return results
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    out = tmp_path / "run"
+    train(tiny_recipe(out, "train.max_steps=8", "train.save_total_limit=1"))
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000002", "step-00000008"]
+    assert json.loads((out / "metrics.json").read_text())["best_step"] == 2
+
+
+def _interrupt_at_batch(monkeypatch, batch_number: int) -> None:
+    """Raise KeyboardInterrupt when the loop asks for its `batch_number`-th micro-batch (1-based)."""
+    real = loop.micro_batches
+
+    def interrupted(run):
+        for count, batch in enumerate(real(run), start=1):
+            if count == batch_number:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(loop, "micro_batches", interrupted)
+
+
+@pytest.mark.parametrize(
+    "overrides, batch_number",
+    [
+        ((), 4),  # between checkpoints: step 3 saved on interrupt
+        (("train.gradient_accumulation_steps=2", "train.reference_batch_size=4"), 6),  # mid-accumulation
+    ],
+)
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, overrides, batch_number):
+    common = ("train.max_steps=6", "model.drop_path_rate=0.2", "model.classifier_dropout_prob=0.2", *overrides)
+    train(tiny_recipe(tmp_path / "straight", *common))
+
+    with monkeypatch.context() as patch:
+        _interrupt_at_batch(patch, batch_number)
+        with pytest.raises(TrainingError, match=r"interrupted \(Ctrl-C\) at step \d.*--resume latest"):
+            train(tiny_recipe(tmp_path / "resumed", *common))
+    assert list_checkpoints(tmp_path / "resumed")[-1].name != "step-00000006"
+    train(tiny_recipe(tmp_path / "resumed", *common), resume="latest")
+
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = MixTransformerForSemanticSegmentation.loss
+
+    def loss_turning_nan(self, logits, labels):
+        calls["n"] += 1
+        value = real(self, logits, labels)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(MixTransformerForSemanticSegmentation, "loss", loss_turning_nan)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"loss is nan at step 3: stopping.*step-00000002"):
+        train(tiny_recipe(out))
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000002"]
+    assert not (out / "metrics.json").exists()
+
+
+def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real = loop.Accelerator.save_state
+    calls = {"n": 0}
+
+    def failing_save(self, output_dir=None, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            (loop.Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            raise OSError("No space left on device")
+        return real(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(loop.Accelerator, "save_state", failing_save)
+    with pytest.raises(TrainingError, match=r"stopped by OSError: No space left on device.*saving a checkpoint failed too.*step-00000002"):
+        train(tiny_recipe(out))
+    [kept] = list_checkpoints(out)
+    assert kept.name == "step-00000002" and len(load_file(kept / "model.safetensors")) > 0
+
+
+def test_resume_with_another_recipe_is_refused_naming_the_keys(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_recipe(out, "train.max_steps=2"))
+    with pytest.raises(TrainingError, match=r"different recipe:\n  optim.lr: checkpoint 0.001, now 0.002"):
+        train(tiny_recipe(out, "train.max_steps=2", "optim.lr=2e-3"), resume="latest")
+    # Settings that do not change the weights may differ.
+    train(tiny_recipe(out, "train.max_steps=2", "train.logging_steps=5", "eval.num_visualizations=1"), resume="latest")
+
+
+def test_output_directory_of_a_finished_run_is_protected(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN, "train.max_steps=2"]
+    assert finetune_main(args) == 0
+    assert finetune_main(args) == 1
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert finetune_main([*args, "--overwrite"]) == 0
+
+
+def test_command_line_errors_are_clear(capsys):
+    assert finetune_main(["--recipe", "nope.yaml"]) == 1
+    assert "recipe 'nope.yaml' not found" in capsys.readouterr().err
+    assert finetune_main(["--recipe", "demo.yaml", "--set", "optim.lr=-1"]) == 1
+    assert "optim.lr: expected positive, found -1.0" in capsys.readouterr().err
