@@ -110,13 +110,8 @@ def ours(root: Path):
     return lambda key: train[key]
 
 
-def transformers_example(pairs: list[tuple[str, str]], recipe_processor):
-    """The example script's training transforms, over a `datasets` Dataset of the same files."""
-    mean, std = recipe_processor.image_mean, recipe_processor.image_std
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
-    dataset = datasets.Dataset.from_dict(
-        {"image": [p[0] for p in pairs], "label": [p[1] for p in pairs]}, features=features
-    )
+def example_train_transform(mean, std, crop: int):
+    """The example script's per-batch training transform (for `Dataset.with_transform`)."""
 
     def pad_if_smaller(image, size, fill=0):
         width, height = image.size
@@ -127,9 +122,9 @@ def transformers_example(pairs: list[tuple[str, str]], recipe_processor):
     def preprocess_train(batch):
         pixel_values, labels = [], []
         for image, target in zip(batch["image"], batch["label"]):
-            image = pad_if_smaller(image.convert("RGB"), CROP)
-            target = pad_if_smaller(target, CROP, fill=255)
-            top, left, height, width = transforms.RandomCrop.get_params(image, (CROP, CROP))
+            image = pad_if_smaller(image.convert("RGB"), crop)
+            target = pad_if_smaller(target, crop, fill=255)
+            top, left, height, width = transforms.RandomCrop.get_params(image, (crop, crop))
             image, target = (
                 functional.crop(image, top, left, height, width),
                 functional.crop(target, top, left, height, width),
@@ -143,7 +138,17 @@ def transformers_example(pairs: list[tuple[str, str]], recipe_processor):
             labels.append(target)
         return {"pixel_values": pixel_values, "labels": labels}
 
-    transformed = dataset.with_transform(preprocess_train)
+    return preprocess_train
+
+
+def transformers_example(pairs: list[tuple[str, str]], recipe_processor):
+    """The example script's training transforms, over a `datasets` Dataset of the same files."""
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    dataset = datasets.Dataset.from_dict(
+        {"image": [p[0] for p in pairs], "label": [p[1] for p in pairs]}, features=features
+    )
+    transform = example_train_transform(recipe_processor.image_mean, recipe_processor.image_std, CROP)
+    transformed = dataset.with_transform(transform)
     return lambda key: transformed[key % len(transformed)]
 
 

@@ -17,6 +17,8 @@ from .models.mix_transformer import (
     MixTransformerModel,
 )
 
+from .predict import predict
+
 __version__ = "0.1.0"
 
 AutoConfig.register(MixTransformerConfig.model_type, MixTransformerConfig, exist_ok=True)
@@ -30,4 +32,5 @@ __all__ = [
     "MixTransformerForSemanticSegmentation",
     "MixTransformerModel",
     "__version__",
+    "predict",
 ]

@@ -24,7 +24,12 @@ class HubError(SegtuneError, RuntimeError):
     """A push or pull that failed: login, repo, missing file."""
 
 
+# Everything a command line reports as "error: ..." and exit status 1, rather than a traceback. The two
+# model errors live with the model code, which must import without segtune (Hub remote code).
+USER_ERRORS = (SegtuneError, CheckpointError, MixTransformerConfigError)
+
 __all__ = [
+    "USER_ERRORS",
     "CheckpointError",
     "DatasetError",
     "HubError",

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .errors import CheckpointError, SegtuneError
+from .errors import USER_ERRORS, CheckpointError
 from .recipe import Recipe, load_recipe
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = load_recipe(args.recipe, args.set)
         results, id2label = evaluate_checkpoint(args.model, recipe)
-    except SegtuneError as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     from .metrics import per_class_table

@@ -17,7 +17,7 @@ if __package__ in (None, ""):
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from segtune.errors import SegtuneError  # noqa: E402
+from segtune.errors import USER_ERRORS  # noqa: E402
 from segtune.recipe import available_recipes, load_recipe  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         from segtune.train import train  # heavy imports after the recipe is known to be valid
 
         train(recipe, resume=args.resume, overwrite=args.overwrite)
-    except SegtuneError as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

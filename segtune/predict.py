@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import SegtuneError
+from .errors import USER_ERRORS, DatasetError
 from .inference import InferenceConfig, predict_labels
 from .models.loading import load_for_inference
 from .visualize import colorize, overlay
@@ -46,7 +46,7 @@ def _open(image: ImageInput) -> Image.Image:
         with Image.open(image) as opened:
             return opened.convert("RGB")
     except (OSError, UnidentifiedImageError) as error:
-        raise SegtuneError(f"{image}: cannot read the image ({error})") from None
+        raise DatasetError(f"{image}: cannot read the image ({error})") from None
 
 
 def _batches(items: list, size: int) -> list[list]:
@@ -62,7 +62,8 @@ def predict(model: str | Path | torch.nn.Module, images: Sequence[ImageInput], *
     or a loaded model together with `processor`. Images of equal size after preprocessing are batched.
 
     Raises:
-        SegtuneError: an image cannot be read (named), or the model cannot be loaded.
+        DatasetError: an image cannot be read (named).
+        CheckpointError: the model cannot be loaded.
     """
     if isinstance(model, (str, Path)):
         model, processor = load_for_inference(str(model))
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         model, processor = load_for_inference(args.model)
-    except SegtuneError as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     out = Path(args.out)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.images:
         try:
             readable.append((Path(path), _open(path)))
-        except SegtuneError as error:
+        except USER_ERRORS as error:
             failed.append(str(error))
     labels = predict(model, [image for _, image in readable], mode=args.mode, crop_size=args.crop_size,
                      stride=args.stride, batch_size=args.batch_size, device=args.device, processor=processor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import SegtuneError
+from .errors import USER_ERRORS
 from .hub import FORMATS, push
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         url = push(args.output_dir, args.repo_id, private=args.private, format=args.format, overwrite=args.overwrite)
-    except SegtuneError as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"pushed: {url}")

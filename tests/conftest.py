@@ -151,6 +151,27 @@ def nvlabs_to_mmseg1(nvlabs_state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
+# A run small enough for a test: 64 px synthetic scenes, batch 2, a few steps, no trackers.
+TINY_RUN = [
+    "data.synthetic.num_train=8", "data.synthetic.num_eval=3", "data.synthetic.image_size=64",
+    "augment.scale=[64,64]", "augment.crop_size=64", "augment.ratio_range=[0.75,1.25]",
+    "train.per_device_batch_size=2", "train.reference_batch_size=2", "train.max_steps=4",
+    "train.eval_steps=2", "train.save_steps=2", "train.logging_steps=1", "data.num_workers=0",
+    "logging.report_to=[none]", "optim.warmup_steps=1", "eval.num_visualizations=2",
+]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A finished 2-step demo run, trained once per test session. Copy it before changing it."""
+    from segtune.recipe import load_recipe
+    from segtune.train import train
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train(load_recipe("demo.yaml", [*TINY_RUN, "train.max_steps=2", f"train.output_dir={out}"]))
+    return out
+
+
 @pytest.fixture
 def pixel_values() -> torch.Tensor:
     return torch.randn(2, 3, 97, 131, generator=torch.Generator().manual_seed(0))

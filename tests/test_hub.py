@@ -19,20 +19,11 @@ from segtune.errors import HubError
 from segtune.hub import PENDING_FILE, push
 from segtune.models.build import build_model
 from segtune.recipe import load_recipe
-from segtune.train import train
-from tests.test_train import TINY_RUN
 
 REPO = "user/tiny-segformer"
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_mix_transformer.py",
                "modeling_mix_transformer.py", "convert_mix_transformer.py"}
 RUN_FILES = {"recipe.yaml", "metrics.json", "per_class_iou.md", "predictions.png"}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("hub") / "run"
-    train(load_recipe("demo.yaml", [*TINY_RUN, "train.max_steps=2", f"train.output_dir={out}"]))
-    return out
 
 
 @pytest.fixture

@@ -15,15 +15,7 @@ from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
 from segtune.recipe import load_recipe
 from segtune.train import train
 from segtune.train.checkpoints import list_checkpoints
-
-TINY_RUN = [
-    "data.synthetic.num_train=8", "data.synthetic.num_eval=3", "data.synthetic.image_size=64",
-    "augment.scale=[64,64]", "augment.crop_size=64", "augment.ratio_range=[0.75,1.25]",
-    "train.per_device_batch_size=2", "train.reference_batch_size=2", "train.max_steps=4",
-    "train.eval_steps=2", "train.save_steps=2", "train.logging_steps=1", "data.num_workers=0",
-    "logging.report_to=[none]", "optim.warmup_steps=1", "eval.num_visualizations=2",
-]
-
+from tests.conftest import TINY_RUN
 
 def tiny_recipe(output_dir, *overrides: str):
     return load_recipe("demo.yaml", [*TINY_RUN, f"train.output_dir={output_dir}", *overrides])

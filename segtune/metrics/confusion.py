@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SegtuneError
+
 # One (H, W) map, a (B, H, W) batch, or a sequence of (H, W) maps whose sizes may differ.
 Maps = torch.Tensor | np.ndarray | Sequence[Any]
 
@@ -32,7 +34,7 @@ MAX_NUM_LABELS = 46_000
 _CPU_CHUNK = 24_576
 
 
-class MetricError(ValueError):
+class MetricError(SegtuneError, ValueError):
     """Inputs a segmentation metric cannot use: shapes, dtypes, num_labels, matrix sizes."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from transformers import PreTrainedConfig, PreTrainedModel, SegformerForSemanticSegmentation
 
 from ..errors import CheckpointError
@@ -66,4 +68,22 @@ def build_model(model: ModelConfig, id2label: dict[int, str], ignore_index: int 
         built = _pretrained(model, overrides)
     if model.gradient_checkpointing:
         built.activation_checkpointing_enable()
+    channels_last_conv_weights(built)
     return built.train()
+
+
+def channels_last_conv_weights(model: torch.nn.Module) -> None:
+    """Lay conv weights out as channels-last, like the gradients that channels-last inputs give them.
+
+    DDP copies every gradient whose strides differ from its bucket's (and warns); matching layouts
+    avoid that copy each step. Values and saved checkpoints are unchanged.
+    """
+    for module in model.modules():
+        # 1x1 kernels are left alone: their layout is ambiguous, and the fast decode head uses its
+        # fuse weight as a matrix, whose gradient is plain contiguous.
+        if isinstance(module, torch.nn.Conv2d) and module.kernel_size != (1, 1):
+            weight = module.weight
+            out, inp, height, width = weight.shape
+            laid_out = torch.empty_strided(weight.shape, (height * width * inp, 1, width * inp, inp),
+                                           dtype=weight.dtype, device=weight.device)
+            module.weight = torch.nn.Parameter(laid_out.copy_(weight.detach()), requires_grad=weight.requires_grad)

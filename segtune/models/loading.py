@@ -34,6 +34,8 @@ def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, Segfor
 
     if os.path.isdir(model_id):
         _check_directory(model_id)
+    elif model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+        raise CheckpointError(f"{model_id}: no such local directory (nor a Hub repo id of the form user/name)")
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(model_id, **kwargs).eval()
     except (RepositoryNotFoundError, HFValidationError) as error:

@@ -6,7 +6,9 @@ here spawns processes or talks to other ranks except through Accelerate.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,10 +36,11 @@ from .checkpoints import (
 )
 from .evaluation import evaluate
 from .optim import build_optimizer, build_scheduler
-from .outputs import FINISHED_MARKER, write_outputs
+from .outputs import FINISHED_MARKER, GRID_FILE, TABLE_FILE, write_outputs
 from .sampler import EpochSampler
 
 logger = logging.getLogger(__name__)
+LOG_FILE = "train_log.jsonl"
 
 
 @dataclass
@@ -86,7 +89,10 @@ def check_output_dir(output_dir: Path, resume: str | None, overwrite: bool) -> N
         TrainingError: the directory holds a finished run (without --overwrite), or checkpoints
             of an unfinished one (without --resume or --overwrite).
     """
-    if overwrite or resume:
+    if overwrite:
+        clear_previous_run(output_dir)
+        return
+    if resume:
         return
     if (output_dir / FINISHED_MARKER).exists():
         raise TrainingError(f"{output_dir} already holds a finished run ({FINISHED_MARKER}); pass --overwrite to replace it")
@@ -94,6 +100,15 @@ def check_output_dir(output_dir: Path, resume: str | None, overwrite: bool) -> N
         raise TrainingError(
             f"{output_dir} holds checkpoints of an unfinished run; pass --resume latest to continue it or --overwrite"
         )
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """Remove what an earlier run in `output_dir` wrote (checkpoints, logs, results); leave other files alone."""
+    if not output_dir.is_dir():
+        return
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    for name in (LOG_FILE, FINISHED_MARKER, TABLE_FILE, GRID_FILE):
+        (output_dir / name).unlink(missing_ok=True)
 
 
 def check_batch_size(recipe: Recipe, num_processes: int) -> None:
@@ -245,10 +260,18 @@ def periodic_eval(run: Run) -> dict:
     miou = float(results["mean_iou"])
     if run.state.best_miou is None or miou > run.state.best_miou:
         run.state.best_miou, run.state.best_step = miou, run.state.step
-    run.accelerator.log({"eval/mean_iou": miou, "eval/mean_accuracy": float(results["mean_accuracy"]),
-                         "eval/overall_accuracy": float(results["overall_accuracy"])}, step=run.state.step)
+    log(run, {"eval/mean_iou": miou, "eval/mean_accuracy": float(results["mean_accuracy"]),
+              "eval/overall_accuracy": float(results["overall_accuracy"])})
     run.accelerator.print(f"step {run.state.step}: mIoU {miou:.4f} (best {run.state.best_miou:.4f} at step {run.state.best_step})")
     return results
+
+
+def log(run: Run, values: dict[str, float]) -> None:
+    """To Accelerate's trackers, and to `train_log.jsonl` (one JSON object per line) for notebooks and scripts."""
+    run.accelerator.log(values, step=run.state.step)
+    if run.accelerator.is_main_process:
+        with open(run.output_dir / LOG_FILE, "a") as handle:
+            handle.write(json.dumps({"step": run.state.step, **values}) + "\n")
 
 
 def _log_step(run: Run, bar: tqdm, loss: float) -> None:
@@ -256,7 +279,7 @@ def _log_step(run: Run, bar: tqdm, loss: float) -> None:
     bar.update(1)
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
     if run.state.step % run.recipe.train.logging_steps == 0:
-        run.accelerator.log({"train/loss": loss, "train/lr": lr}, step=run.state.step)
+        log(run, {"train/loss": loss, "train/lr": lr})
 
 
 def loop(run: Run) -> dict | None:

@@ -1,0 +1,85 @@
+"""Real launches: two CPU processes through `accelerate launch`, and a run killed with SIGKILL then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import segtune
+from segtune.evaluate import evaluate_checkpoint
+from segtune.recipe import load_recipe
+from tests.conftest import TINY_RUN
+
+FINETUNE = str(Path(segtune.__file__).resolve().parent / "finetune.py")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # One thread per process: two processes share this machine's two cores.
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1", **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
+    out = tmp_path / "run"
+    # accelerate's `--cpu` launcher starts several processes only through mpirun; torchrun (`--multi_gpu`)
+    # with ACCELERATE_USE_CPU starts them here, and Accelerate joins them over gloo (MULTI_CPU).
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        FINETUNE, "--recipe", "demo.yaml", "--output_dir", str(out),
+        "--set", *TINY_RUN, "data.synthetic.num_eval=5", "train.max_steps=2",
+    ]
+    result = subprocess.run(command, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    distributed = json.loads((out / "metrics.json").read_text())
+    # 5 eval scenes over 2 processes: Accelerate repeats one to even out the batches; it must not count.
+    single, _ = evaluate_checkpoint(str(out), load_recipe(out / "recipe.yaml"))
+    assert torch.tensor(distributed["confusion_matrix"]).sum() == 5 * 64 * 64
+    assert distributed["confusion_matrix"] == single["confusion_matrix"].tolist()
+    assert distributed["mean_iou"] == pytest.approx(float(single["mean_iou"]))
+    assert "effective batch 4 (2 processes x 2 per device x 1 accumulation) differs" in result.stderr
+    assert "Grad strides do not match bucket view strides" not in result.stderr  # DDP buckets need no copies
+
+
+def _finetune(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, FINETUNE, "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN,
+            "data.synthetic.image_size=128", "augment.scale=[128,128]", "augment.crop_size=128",
+            "train.max_steps=10", *extra]
+
+
+@pytest.mark.slow
+def test_killed_after_a_checkpoint_then_resumed_equals_a_straight_run(tmp_path):
+    straight = subprocess.run(_finetune(tmp_path / "straight"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_finetune(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "checkpoints" / "step-00000002" / "run_state.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()
+
+    resumed = subprocess.run(_finetune(out, ) + ["--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,105 @@
+"""Inference for users: `segtune.predict`, `python -m segtune.predict` and `python -m segtune.evaluate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
+
+import segtune
+from segtune.evaluate import evaluate_checkpoint
+from segtune.evaluate import main as evaluate_main
+from segtune.models.mix_transformer import MixTransformerConfig
+from segtune.predict import main as predict_main
+from segtune.recipe import load_recipe
+from tests.conftest import TINY_RUN
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, size in (("street", (96, 64)), ("field", (70, 50)), ("other", (96, 64))):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def reference_labels(run, image: Image.Image) -> np.ndarray:
+    """Class indices computed by hand: saved processor, model, logits upsampled to the image, argmax."""
+    model = AutoModelForSemanticSegmentation.from_pretrained(run).eval()
+    pixels = AutoImageProcessor.from_pretrained(run)(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+    up = torch.nn.functional.interpolate(logits, size=image.size[::-1], mode="bilinear", align_corners=False)
+    return up.argmax(1)[0].numpy()
+
+
+def test_predict_api_returns_class_maps_at_each_image_size(finished_run, images):
+    opened = [Image.open(p).convert("RGB") for p in images]
+    masks = segtune.predict(str(finished_run), [opened[0], images[1], images[2]], batch_size=2)
+    assert [m.shape for m in masks] == [(64, 96), (50, 70), (64, 96)]
+    for mask, image in zip(masks, opened):
+        np.testing.assert_array_equal(mask, reference_labels(finished_run, image))
+    slid = segtune.predict(str(finished_run), images[:1], mode="slide", crop_size=(32, 32), stride=(24, 24))
+    assert slid[0].shape == (64, 96) and slid[0].max() < 6
+
+
+def test_predict_command_writes_masks_overlays_and_raw_labels(finished_run, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert predict_main(["--model", str(finished_run), *map(str, images), "--out", str(out), "--raw"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{p.stem}_{kind}.png" for p in images for kind in ("mask", "overlay", "labels")
+    )
+    raw = np.asarray(Image.open(out / "street_labels.png"))
+    np.testing.assert_array_equal(raw, reference_labels(finished_run, Image.open(images[0]).convert("RGB")))
+    palette = json.loads((finished_run / "config.json").read_text())["palette"]
+    colour = np.asarray(Image.open(out / "street_mask.png"))
+    np.testing.assert_array_equal(colour[10, 20], palette[raw[10, 20]])
+    assert Image.open(out / "street_overlay.png").size == (96, 64)
+
+
+def test_unreadable_image_is_named_and_the_rest_still_written(finished_run, images, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    assert predict_main(["--model", str(finished_run), str(images[0]), str(broken), "--out", str(out)]) == 1
+    assert f"{broken}: cannot read the image" in capsys.readouterr().err
+    assert (out / "street_mask.png").is_file() and not (out / "broken_mask.png").exists()
+
+
+def test_bad_checkpoints_get_clear_errors(finished_run, tmp_path, images, capsys):
+    assert predict_main(["--model", str(tmp_path / "nowhere" / "x"), str(images[0]), "--out", str(tmp_path / "o")]) == 1
+    assert "no such local directory" in capsys.readouterr().err
+    incomplete = shutil.copytree(finished_run, tmp_path / "incomplete")
+    (incomplete / "model.safetensors").unlink()
+    assert predict_main(["--model", str(incomplete), str(images[0]), "--out", str(tmp_path / "o")]) == 1
+    assert "not a model checkpoint; expected config.json and weights (*.safetensors)" in capsys.readouterr().err
+
+
+def test_evaluate_reproduces_the_runs_own_metrics(finished_run, capsys):
+    recipe = load_recipe(finished_run / "recipe.yaml")
+    results, names = evaluate_checkpoint(str(finished_run), recipe)
+    recorded = json.loads((finished_run / "metrics.json").read_text())
+    assert float(results["mean_iou"]) == pytest.approx(recorded["mean_iou"])
+    assert names[1] == "disc"
+    assert evaluate_main(["--model", str(finished_run), "--recipe", str(finished_run / "recipe.yaml")]) == 0
+    assert "disc" in capsys.readouterr().out
+
+
+def test_evaluate_a_transformers_checkpoint_and_refuse_a_label_mismatch(tmp_path, capsys):
+    recipe_args = ["--recipe", "demo.yaml", "--set", *TINY_RUN]
+    stock = SegformerForSemanticSegmentation(MixTransformerConfig.from_variant("mit-b0", num_labels=6).to_segformer_config())
+    stock.save_pretrained(tmp_path / "stock")
+    assert evaluate_main(["--model", str(tmp_path / "stock"), *recipe_args, "--json", str(tmp_path / "r.json")]) == 0
+    assert set(json.loads((tmp_path / "r.json").read_text())) >= {"mean_iou", "per_category_iou"}
+    wrong = SegformerForSemanticSegmentation(MixTransformerConfig.from_variant("mit-b0", num_labels=150).to_segformer_config())
+    wrong.save_pretrained(tmp_path / "wrong")
+    assert evaluate_main(["--model", str(tmp_path / "wrong"), *recipe_args]) == 1
+    assert "predicts 150 classes; the recipe's data has 6" in capsys.readouterr().err
