@@ -478,3 +478,22 @@ def test_compute_refuses_settings_that_contradict_the_accumulated_state():
 def test_metrics_from_confusion_refuses_a_non_square_matrix():
     with pytest.raises(MetricError, match=r"expected a \(K, K\) with K >= 1 matrix, found shape \(2, 3\)"):
         metrics_from_confusion(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("ignore_index", [255, 2, None])
+def test_fast_path_for_argmax_and_byte_labels_matches_evaluate(ignore_index):
+    """Predictions in [0, K) and references in [0, 256) take the three-pass path; labels past K (not ignored)
+    and an ignore index among the classes must still come out as evaluate counts them."""
+    rng = np.random.default_rng(7)
+    references = [rng.integers(0, 256, size=(300, 200)).astype(np.uint8) for _ in range(2)]
+    for reference in references:
+        reference[reference > 30] = rng.integers(0, 9, size=int((reference > 30).sum()))  # mostly classes 0..8
+    predictions = [rng.integers(0, 9, size=r.shape) for r in references]
+    case = dict(predictions=predictions, references=references, num_labels=9, ignore_index=ignore_index)
+    if ignore_index is None:
+        case["ignore_index"] = 255
+        references[0][:5] = 12  # out-of-range labels still present
+    assert_same_results(MeanIoU().compute(**case), reference_mean_iou(**case))
+    streamed = MeanIoU(num_labels=9, ignore_index=case["ignore_index"])
+    streamed.update([torch.from_numpy(p) for p in predictions], [torch.from_numpy(r) for r in references])
+    assert_same_results(streamed.compute(), reference_mean_iou(**case))
