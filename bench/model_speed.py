@@ -54,7 +54,7 @@ def make_step(model: torch.nn.Module, mode: str, batch: int, size: int, device: 
 
     @torch.inference_mode()
     def evaluate() -> None:
-        model(pixel_values=pixels).logits
+        _ = model(pixel_values=pixels).logits
 
     return train if mode == "train" else evaluate
 
@@ -117,8 +117,16 @@ def peak_memory(variant: str, name: str, mode: str, args: argparse.Namespace, de
     # follows live tensors instead of the allocator's high-water mark.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     command = [
-        sys.executable, __file__, "--memory-child", json.dumps([variant, name, mode, device]),
-        "--batch", str(args.batch), "--size", str(args.size), "--repeats", "2",
+        sys.executable,
+        __file__,
+        "--memory-child",
+        json.dumps([variant, name, mode, device]),
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(args.size),
+        "--repeats",
+        "2",
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
@@ -152,9 +160,13 @@ def main() -> None:
         print(peak_memory_child(variant, name, mode, args, device))
         return
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size}x{args.size}, "
-          f"median of {args.repeats}")
-    print("| variant | device | mode | transformers ms | segtune ms | speed-up | transformers peak MiB | segtune peak MiB | memory ratio |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.size}x{args.size}, "
+        f"median of {args.repeats}"
+    )
+    print(
+        "| variant | device | mode | transformers ms | segtune ms | speed-up | transformers peak MiB | segtune peak MiB | memory ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         for variant in args.variants:

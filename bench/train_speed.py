@@ -45,13 +45,26 @@ PIPELINES = ("segtune", "transformers example")
 
 
 def recipe(args: argparse.Namespace):
-    return load_recipe("demo.yaml", [
-        f"data.synthetic.image_size={args.size}", "data.synthetic.num_train=32", "data.synthetic.num_eval=2",
-        f"augment.scale=[{args.size},{args.size}]", f"augment.crop_size={args.size}", "augment.ratio_range=[0.5,2.0]",
-        "augment.photometric=true", f"train.per_device_batch_size={args.batch}", "data.num_workers=0",
-        "model.drop_path_rate=0.1", "optim.lr=6e-5", "optim.head_lr_mult=10", "logging.report_to=[none]",
-        f"train.max_steps={10_000}", "optim.warmup_steps=10",
-    ])
+    return load_recipe(
+        "demo.yaml",
+        [
+            f"data.synthetic.image_size={args.size}",
+            "data.synthetic.num_train=32",
+            "data.synthetic.num_eval=2",
+            f"augment.scale=[{args.size},{args.size}]",
+            f"augment.crop_size={args.size}",
+            "augment.ratio_range=[0.5,2.0]",
+            "augment.photometric=true",
+            f"train.per_device_batch_size={args.batch}",
+            "data.num_workers=0",
+            "model.drop_path_rate=0.1",
+            "optim.lr=6e-5",
+            "optim.head_lr_mult=10",
+            "logging.report_to=[none]",
+            f"train.max_steps={10_000}",
+            "optim.warmup_steps=10",
+        ],
+    )
 
 
 def segtune_step(args: argparse.Namespace) -> Callable[[], None]:
@@ -125,8 +138,18 @@ def memory_child(name: str, args: argparse.Namespace) -> float:
 
 def peak_memory(name: str, args: argparse.Namespace) -> float:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed tensors go back to the OS: RSS tracks live ones
-    command = [sys.executable, __file__, "--memory-child", name, "--size", str(args.size), "--batch", str(args.batch),
-               "--steps", str(args.steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-child",
+        name,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -151,14 +174,18 @@ def main() -> None:
             times[name] += median_step_seconds(step, args.steps)
     memory = {name: peak_memory(name, args) for name in steps}
     rates = {name: args.batch / statistics.median(t) for name, t in times.items()}
-    print(f"B0, {args.size}x{args.size} crops, batch {args.batch}, 1 process, {torch.get_num_threads()} threads, "
-          f"median of {args.rounds * args.steps} steps")
+    print(
+        f"B0, {args.size}x{args.size} crops, batch {args.batch}, 1 process, {torch.get_num_threads()} threads, "
+        f"median of {args.rounds * args.steps} steps"
+    )
     print("| pipeline | images/s | ms/step | peak MiB |")
     print("|---|---|---|---|")
     for name in steps:
         print(f"| {name} | {rates[name]:.2f} | {1000 * args.batch / rates[name]:.0f} | {memory[name]:.0f} |")
-    print(f"segtune / transformers example: {rates['segtune'] / rates['transformers example']:.2f}x throughput, "
-          f"{memory['transformers example'] / memory['segtune']:.2f}x less peak memory")
+    print(
+        f"segtune / transformers example: {rates['segtune'] / rates['transformers example']:.2f}x throughput, "
+        f"{memory['transformers example'] / memory['segtune']:.2f}x less peak memory"
+    )
     print(json.dumps({"rates": rates, "memory_mib": memory}))
 
 

@@ -1,8 +1,8 @@
 """Evaluate any segmentation checkpoint on a recipe's evaluation split, at native label resolution.
 
-    python -m segtune.evaluate --model outputs/cityscapes --recipe cityscapes.yaml
-    python -m segtune.evaluate --model nvidia/segformer-b0-finetuned-ade-512-512 --recipe ade20k.yaml --set eval.tta=true
-    accelerate launch -m segtune.evaluate --model ... --recipe ...     # spread over GPUs
+python -m segtune.evaluate --model outputs/cityscapes --recipe cityscapes.yaml
+python -m segtune.evaluate --model nvidia/segformer-b0-finetuned-ade-512-512 --recipe ade20k.yaml --set eval.tta=true
+accelerate launch -m segtune.evaluate --model ... --recipe ...     # spread over GPUs
 """
 
 from __future__ import annotations

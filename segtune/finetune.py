@@ -1,7 +1,7 @@
 """Fine-tune a SegFormer from a recipe.
 
-    accelerate launch segtune/finetune.py --recipe cityscapes.yaml --set model.variant=mit-b2
-    python -m segtune.finetune --recipe demo.yaml
+accelerate launch segtune/finetune.py --recipe cityscapes.yaml --set model.variant=mit-b2
+python -m segtune.finetune --recipe demo.yaml
 """
 
 from __future__ import annotations
@@ -27,11 +27,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=f"shipped recipes: {', '.join(available_recipes())}",
     )
     parser.add_argument("--recipe", required=True, help="a shipped recipe name (e.g. cityscapes.yaml) or a path")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. train.max_steps=100 optim.lr=1e-4")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. train.max_steps=100 optim.lr=1e-4",
+    )
     parser.add_argument("--output_dir", help="default: train.output_dir, or outputs/<recipe name>")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="latest|PATH",
-                        help="continue from the latest checkpoint in the output directory, or from PATH")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="latest|PATH",
+        help="continue from the latest checkpoint in the output directory, or from PATH",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in the output directory")
     return parser.parse_args(argv)
 

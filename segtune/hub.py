@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from .errors import HubError
+from .metrics import per_class_table
 from .recipe import Recipe, recipe_from_dict
 
 FORMATS = ("mix_transformer", "segformer")
@@ -44,7 +45,11 @@ def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
     if missing:
         raise HubError(f"{output_dir}: not a finished segtune run; missing {missing} (train it to the end first)")
     recipe = recipe_from_dict(yaml.safe_load((output_dir / "recipe.yaml").read_text()), str(output_dir / "recipe.yaml"))
-    return recipe, json.loads((output_dir / "metrics.json").read_text()), json.loads((output_dir / "config.json").read_text())
+    return (
+        recipe,
+        json.loads((output_dir / "metrics.json").read_text()),
+        json.loads((output_dir / "config.json").read_text()),
+    )
 
 
 def _dataset_id(recipe: Recipe) -> str | None:
@@ -61,9 +66,16 @@ def card_data(repo_id: str, recipe: Recipe, metrics: dict) -> ModelCardData:
     """Model card metadata: library, task, tags, dataset, base model, licence and model-index results."""
     dataset = _dataset_id(recipe) or f"segtune-{recipe.data.source}"
     results = [
-        EvalResult(task_type="image-segmentation", task_name="Semantic Segmentation", dataset_type=dataset,
-                   dataset_name=dataset, dataset_split=recipe.data.eval_split, metric_type=key, metric_name=name,
-                   metric_value=round(float(metrics[key]), 4))
+        EvalResult(
+            task_type="image-segmentation",
+            task_name="Semantic Segmentation",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=recipe.data.eval_split,
+            metric_type=key,
+            metric_name=name,
+            metric_value=round(float(metrics[key]), 4),
+        )
         for key, name in (("mean_iou", "mIoU"), ("mean_accuracy", "mAcc"), ("overall_accuracy", "aAcc"))
     ]
     nvidia = _from_nvidia(recipe)
@@ -82,11 +94,8 @@ def card_data(repo_id: str, recipe: Recipe, metrics: dict) -> ModelCardData:
 
 
 def _class_table(metrics: dict) -> str:
-    rows = ["| class | IoU | accuracy |", "|---|---|---|"]
-    names = list(metrics.get("per_category_iou_by_name", {}))
-    for name, iou, accuracy in zip(names, metrics["per_category_iou"], metrics["per_category_accuracy"]):
-        rows.append(f"| {name} | {'n/a' if iou is None else f'{iou:.4f}'} | {'n/a' if accuracy is None else f'{accuracy:.4f}'} |")
-    return "\n".join(rows)
+    names = dict(enumerate(metrics.get("per_category_iou_by_name", {})))
+    return per_class_table(metrics, names, markdown=True)
 
 
 def card_text(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> str:
@@ -96,7 +105,8 @@ def card_text(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> str:
     licence = (
         f"This model was fine-tuned from `{recipe.model.checkpoint}`, NVIDIA's SegFormer weights, which carry "
         f"NVIDIA's non-commercial [Source Code License]({NVIDIA_LICENSE_LINK}); this model inherits it."
-        if _from_nvidia(recipe) else "Apache-2.0."
+        if _from_nvidia(recipe)
+        else "Apache-2.0."
     )
     return f"""# {repo_id.split("/")[-1]}
 
@@ -138,7 +148,9 @@ image, ground truth and prediction for validation samples.
 
 def build_card(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> ModelCard:
     """A `huggingface_hub.ModelCard`: YAML metadata plus `card_text`."""
-    return ModelCard(f"---\n{card_data(repo_id, recipe, metrics).to_yaml()}\n---\n\n{card_text(repo_id, recipe, metrics, format)}")
+    return ModelCard(
+        f"---\n{card_data(repo_id, recipe, metrics).to_yaml()}\n---\n\n{card_text(repo_id, recipe, metrics, format)}"
+    )
 
 
 def stage(output_dir: Path, staging: Path, format: str) -> None:
@@ -152,7 +164,12 @@ def stage(output_dir: Path, staging: Path, format: str) -> None:
         processor.save_pretrained(staging)
     else:
         for path in output_dir.iterdir():
-            if path.is_file() and path.suffix in MODEL_SUFFIXES and path.name not in RUN_FILES and path.name != PENDING_FILE:
+            if (
+                path.is_file()
+                and path.suffix in MODEL_SUFFIXES
+                and path.name not in RUN_FILES
+                and path.name != PENDING_FILE
+            ):
                 shutil.copy2(path, staging / path.name)
     for name in RUN_FILES:
         if (output_dir / name).is_file():
@@ -165,7 +182,9 @@ def _check_login(api: HfApi) -> None:
     try:
         api.whoami()
     except HfHubHTTPError as error:
-        raise HubError(f"the Hugging Face token was refused ({error.response.status_code}): run `hf auth login` again") from None
+        raise HubError(
+            f"the Hugging Face token was refused ({error.response.status_code}): run `hf auth login` again"
+        ) from None
 
 
 def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> None:
@@ -189,8 +208,15 @@ def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> N
         )
 
 
-def push(output_dir: str | Path, repo_id: str | None = None, *, private: bool | None = None, format: str | None = None,
-         overwrite: bool = False, commit_message: str | None = None) -> str:
+def push(
+    output_dir: str | Path,
+    repo_id: str | None = None,
+    *,
+    private: bool | None = None,
+    format: str | None = None,
+    overwrite: bool = False,
+    commit_message: str | None = None,
+) -> str:
     """Upload a finished run to `repo_id`; return the commit URL.
 
     `repo_id`, `private` and `format` default to the run's `hub.*` recipe settings, or to a previous
@@ -216,27 +242,42 @@ def push(output_dir: str | Path, repo_id: str | None = None, *, private: bool | 
         url = _upload(api, output_dir, repo_id, recipe, metrics, format, private, commit_message)
     except Exception as error:  # HTTP errors, refused connections, timeouts: whatever stopped the upload
         _record_pending(output_dir, repo_id, format, error)
-        raise HubError(f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
-                       f"{output_dir}: run `python -m segtune.push {output_dir}` to retry") from error
+        raise HubError(
+            f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
+            f"{output_dir}: run `python -m segtune.push {output_dir}` to retry"
+        ) from error
     (output_dir / PENDING_FILE).unlink(missing_ok=True)
     return url
 
 
-def _upload(api: HfApi, output_dir: Path, repo_id: str, recipe: Recipe, metrics: dict, format: str, private: bool,
-            commit_message: str | None) -> str:
+def _upload(
+    api: HfApi,
+    output_dir: Path,
+    repo_id: str,
+    recipe: Recipe,
+    metrics: dict,
+    format: str,
+    private: bool,
+    commit_message: str | None,
+) -> str:
     api.create_repo(repo_id, private=private, exist_ok=True)
     card = build_card(repo_id, recipe, metrics, format)
     with tempfile.TemporaryDirectory() as staging:
         stage(output_dir, Path(staging), format)
         card.save(Path(staging) / "README.md")
         commit = api.upload_folder(
-            repo_id=repo_id, folder_path=staging,
+            repo_id=repo_id,
+            folder_path=staging,
             commit_message=commit_message or f"segtune: {recipe.name}, mIoU {metrics['mean_iou']:.4f}",
         )
     return commit.commit_url
 
 
 def _record_pending(output_dir: Path, repo_id: str, format: str, error: Exception) -> None:
-    record: dict[str, Any] = {"repo_id": repo_id, "format": format, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "error": type(error).__name__}
+    record: dict[str, Any] = {
+        "repo_id": repo_id,
+        "format": format,
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "error": type(error).__name__,
+    }
     (output_dir / PENDING_FILE).write_text(json.dumps(record, indent=2))

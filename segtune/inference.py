@@ -43,7 +43,9 @@ def whole_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     return _upsample(model(pixel_values=pixel_values).logits.float(), pixel_values.shape[-2:])
 
 
-def window_grid(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+def window_grid(
+    height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]
+) -> list[tuple[int, int, int, int]]:
     """Windows (y1, y2, x1, x2) covering the image, as mmseg's slide_inference: the last one per axis
     is shifted back inside the image, and images smaller than the crop get one window."""
     rows = max(height - crop[0] + stride[0] - 1, 0) // stride[0] + 1
@@ -56,8 +58,9 @@ def window_grid(height: int, width: int, crop: tuple[int, int], stride: tuple[in
     return windows
 
 
-def slide_logits(model: nn.Module, pixel_values: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
-                 window_batch: int = 4) -> torch.Tensor:
+def slide_logits(
+    model: nn.Module, pixel_values: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int], window_batch: int = 4
+) -> torch.Tensor:
     """(B, 3, H, W) -> (B, K, H, W): overlapping windows, logits averaged where they overlap."""
     batch, _, height, width = pixel_values.shape
     windows = window_grid(height, width, crop, stride)
@@ -98,8 +101,9 @@ def predict_scores(model: nn.Module, pixel_values: torch.Tensor, config: Inferen
     return total / views
 
 
-def predict_labels(model: nn.Module, pixel_values: torch.Tensor, config: InferenceConfig,
-                   label_size: tuple[int, int] | None = None) -> torch.Tensor:
+def predict_labels(
+    model: nn.Module, pixel_values: torch.Tensor, config: InferenceConfig, label_size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """(B, H', W') class indices, with scores resized to `label_size` (the native label resolution)
     before the argmax."""
     scores = predict_scores(model, pixel_values, config)

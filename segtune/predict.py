@@ -1,10 +1,10 @@
 """Predict segmentation maps for images with any checkpoint: colour masks, overlays, raw class indices.
 
-    python -m segtune.predict --model outputs/demo images/*.jpg --out predictions/
-    python -m segtune.predict --model user/segformer-b0-city city.png --out out/ --mode slide --raw
+python -m segtune.predict --model outputs/demo images/*.jpg --out predictions/
+python -m segtune.predict --model user/segformer-b0-city city.png --out out/ --mode slide --raw
 
-    import segtune
-    masks = segtune.predict("outputs/demo", ["a.jpg", "b.jpg"])   # list of (H, W) class-index arrays
+import segtune
+masks = segtune.predict("outputs/demo", ["a.jpg", "b.jpg"])   # list of (H, W) class-index arrays
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import USER_ERRORS, DatasetError
 from .inference import InferenceConfig, predict_labels
 from .models.loading import load_for_inference
-from .visualize import colorize, overlay
+from .visualize import colorize, overlay, palette_for, to_pil
 
 logger = logging.getLogger(__name__)
 ImageInput = str | Path | Image.Image
@@ -53,9 +53,17 @@ def _batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def predict(model: str | Path | torch.nn.Module, images: Sequence[ImageInput], *, mode: str = "whole",
-            crop_size: tuple[int, int] = (1024, 1024), stride: tuple[int, int] = (768, 768), batch_size: int = 4,
-            device: str = "auto", processor=None) -> list[np.ndarray]:
+def predict(
+    model: str | Path | torch.nn.Module,
+    images: Sequence[ImageInput],
+    *,
+    mode: str = "whole",
+    crop_size: tuple[int, int] = (1024, 1024),
+    stride: tuple[int, int] = (768, 768),
+    batch_size: int = 4,
+    device: str = "auto",
+    processor=None,
+) -> list[np.ndarray]:
     """Class-index maps (H, W), one per image, at each image's own size.
 
     `model` is a checkpoint directory or Hub id (its saved image processor does the preprocessing),
@@ -85,21 +93,13 @@ def predict(model: str | Path | torch.nn.Module, images: Sequence[ImageInput], *
     return results
 
 
-def _palette(model: torch.nn.Module) -> list[list[int]]:
-    palette = getattr(model.config, "palette", None)
-    if palette:
-        return palette
-    generator = torch.Generator().manual_seed(0)  # a fixed, distinct-enough colour per class
-    return torch.randint(0, 256, (model.config.num_labels, 3), generator=generator).tolist()
-
-
-def write_prediction(image: Image.Image, label: np.ndarray, palette: list, out: Path, stem: str, raw: bool) -> list[Path]:
+def write_prediction(
+    image: Image.Image, label: np.ndarray, palette: list, out: Path, stem: str, raw: bool
+) -> list[Path]:
     """Colour mask, overlay and (optionally) raw class-index PNG for one image; return the paths."""
-    mask = torch.from_numpy(label)
-    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
     written = [out / f"{stem}_mask.png", out / f"{stem}_overlay.png"]
-    Image.fromarray(colorize(mask, palette).permute(1, 2, 0).numpy()).save(written[0])
-    Image.fromarray(overlay(pixels, mask, palette).permute(1, 2, 0).numpy()).save(written[1])
+    to_pil(colorize(label, palette)).save(written[0])
+    to_pil(overlay(image, label, palette)).save(written[1])
     if raw:
         written.append(out / f"{stem}_labels.png")
         dtype = np.uint8 if label.max(initial=0) < 256 else np.uint16
@@ -138,9 +138,17 @@ def main(argv: list[str] | None = None) -> int:
             readable.append((Path(path), _open(path)))
         except USER_ERRORS as error:
             failed.append(str(error))
-    labels = predict(model, [image for _, image in readable], mode=args.mode, crop_size=args.crop_size,
-                     stride=args.stride, batch_size=args.batch_size, device=args.device, processor=processor)
-    palette = _palette(model)
+    labels = predict(
+        model,
+        [image for _, image in readable],
+        mode=args.mode,
+        crop_size=args.crop_size,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        device=args.device,
+        processor=processor,
+    )
+    palette = palette_for(model.config)
     for (path, image), label in zip(readable, labels):
         write_prediction(image, label, palette, out, path.stem, args.raw)
     print(f"wrote {len(readable)} predictions to {out}")

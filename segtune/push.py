@@ -1,6 +1,6 @@
 """Push a finished run to the Hugging Face Hub.
 
-    python -m segtune.push outputs/cityscapes --repo-id user/segformer-b0-cityscapes [--private] [--format segformer]
+python -m segtune.push outputs/cityscapes --repo-id user/segformer-b0-cityscapes [--private] [--format segformer]
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("output_dir", help="the run's output directory")
     parser.add_argument("--repo-id", help="user/name; default: hub.repo_id of the run's recipe")
     parser.add_argument("--private", action="store_true", default=None, help="create the repo private")
-    parser.add_argument("--format", choices=FORMATS, help="mix_transformer (remote code) or segformer (stock transformers)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="mix_transformer (remote code) or segformer (stock transformers)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="push even if the repo holds another model")
     return parser.parse_args(argv)
 

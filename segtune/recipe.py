@@ -391,6 +391,8 @@ def _coerce_scalar(value: Any, hint: type, where: str) -> Any:
         if hint is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
+            if isinstance(value, bool):  # YAML 1.1 reads `no` / `yes` (as in mixed_precision: no) as booleans
+                return "yes" if value else "no"
             return str(value)
     except (TypeError, ValueError):
         raise RecipeError(f"{where}: expected {hint.__name__}, found {value!r}") from None
@@ -440,11 +442,16 @@ def _check_data(r: Recipe) -> list[str]:
     if d.val_ratio is not None and not 0 < d.val_ratio < 1:
         problems.append(f"data.val_ratio: expected a fraction in (0, 1), found {d.val_ratio}")
     if d.num_labels is not None and d.id2label is not None and d.num_labels != len(d.id2label):
-        problems.append(f"data.num_labels: {d.num_labels} disagrees with data.id2label, which has {len(d.id2label)} names")
+        problems.append(
+            f"data.num_labels: {d.num_labels} disagrees with data.id2label, which has {len(d.id2label)} names"
+        )
     s = d.synthetic
-    return problems + _positive("data.num_labels", d.num_labels) + _positive(
-        "data.synthetic", (s.num_train, s.num_eval, s.image_size, s.num_classes)
-    ) + _positive("data.num_workers", d.num_workers, allow_zero=True)
+    return (
+        problems
+        + _positive("data.num_labels", d.num_labels)
+        + _positive("data.synthetic", (s.num_train, s.num_eval, s.image_size, s.num_classes))
+        + _positive("data.num_workers", d.num_workers, allow_zero=True)
+    )
 
 
 def _check_augment(r: Recipe) -> list[str]:
@@ -463,8 +470,16 @@ def _check_augment(r: Recipe) -> list[str]:
 def _check_train(r: Recipe) -> list[str]:
     t = r.train
     problems = _choice("train.mixed_precision", t.mixed_precision, PRECISIONS)
-    for key in ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "reference_batch_size",
-                "eval_steps", "save_steps", "logging_steps", "save_total_limit"):
+    for key in (
+        "max_steps",
+        "per_device_batch_size",
+        "gradient_accumulation_steps",
+        "reference_batch_size",
+        "eval_steps",
+        "save_steps",
+        "logging_steps",
+        "save_total_limit",
+    ):
         problems += _positive(f"train.{key}", getattr(t, key))
     return problems + _positive("train.max_grad_norm", t.max_grad_norm)
 
@@ -488,7 +503,9 @@ def _check_eval(r: Recipe) -> list[str]:
     problems += _positive("eval.resize", e.resize) + _positive("eval.tta_scales", e.tta_scales)
     problems += _positive("eval.batch_size", e.batch_size)
     if any(s > c for s, c in zip(e.stride, e.crop_size)):
-        problems.append(f"eval.stride: expected at most eval.crop_size {e.crop_size} (windows must overlap or touch), found {e.stride}")
+        problems.append(
+            f"eval.stride: expected at most eval.crop_size {e.crop_size} (windows must overlap or touch), found {e.stride}"
+        )
     return problems
 
 
@@ -496,16 +513,29 @@ def _check_hub(r: Recipe) -> list[str]:
     h = r.hub
     problems = _choice("hub.format", h.format, ARCHS)
     if h.push and not h.repo_id:
-        problems.append("hub.repo_id: expected a repo id such as 'user/segformer-b0-city' when hub.push is true, found none")
+        problems.append(
+            "hub.repo_id: expected a repo id such as 'user/segformer-b0-city' when hub.push is true, found none"
+        )
     return problems
 
 
 def _check_logging(r: Recipe) -> list[str]:
     known = ("tensorboard", "wandb", "trackio", "none")
-    return [f"logging.report_to: expected some of {list(known)}, found {t!r}" for t in r.logging.report_to if t not in known]
+    return [
+        f"logging.report_to: expected some of {list(known)}, found {t!r}" for t in r.logging.report_to if t not in known
+    ]
 
 
-_CHECKS = (_check_model, _check_data, _check_augment, _check_train, _check_optim, _check_eval, _check_hub, _check_logging)
+_CHECKS = (
+    _check_model,
+    _check_data,
+    _check_augment,
+    _check_train,
+    _check_optim,
+    _check_eval,
+    _check_hub,
+    _check_logging,
+)
 
 
 def _plain(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -11,23 +12,62 @@ from torchvision.transforms.v2 import functional as tvF
 from torchvision.utils import make_grid
 
 IGNORE_COLOUR = (0, 0, 0)
+ImageLike = torch.Tensor | np.ndarray | Image.Image
 
 
-def colorize(mask: torch.Tensor, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> torch.Tensor:
-    """(H, W) class indices -> (3, H, W) uint8 RGB; ignored and out-of-palette pixels are black."""
+def as_image_tensor(image: ImageLike) -> torch.Tensor:
+    """(3, H, W) uint8 from a PIL image, an (H, W, 3) array, or a (3, H, W) tensor."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return image
+
+
+def as_mask_tensor(mask: torch.Tensor | np.ndarray | Image.Image) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+
+
+def palette_for(config) -> list[list[int]]:
+    """A model's class colours: `config.palette` (segtune saves the dataset's), else a fixed default."""
+    from .data.labels import default_palette
+
+    palette = getattr(config, "palette", None)
+    return [list(c) for c in (palette or default_palette(config.num_labels))]
+
+
+def colorize(
+    mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255
+) -> torch.Tensor:
+    """(H, W) class indices -> (3, H, W) uint8 RGB; ignored and out-of-palette pixels are black.
+
+    `to_pil(colorize(...))` gives a PIL image.
+    """
     table = torch.tensor([list(c) for c in palette] + [list(IGNORE_COLOUR)], dtype=torch.uint8)
-    index = mask.long().clone()
+    index = as_mask_tensor(mask).long().clone()
     index[(index < 0) | (index >= len(palette))] = len(palette)
     return table[index].permute(2, 0, 1)
 
 
-def overlay(image: torch.Tensor, mask: torch.Tensor, palette: Sequence[Sequence[int]], alpha: float = 0.5,
-            ignore_index: int = 255) -> torch.Tensor:
-    """Blend the coloured mask over a (3, H, W) uint8 image; ignored pixels keep the image."""
+def overlay(
+    image: ImageLike,
+    mask: torch.Tensor | np.ndarray,
+    palette: Sequence[Sequence[int]],
+    alpha: float = 0.5,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """Blend the coloured mask over an image (PIL, (H, W, 3) array or (3, H, W) uint8 tensor); ignored
+    pixels keep the image. Returns (3, H, W) uint8."""
+    image, mask = as_image_tensor(image), as_mask_tensor(mask)
     coloured = colorize(mask, palette, ignore_index).float()
     blended = image.float() * (1 - alpha) + coloured * alpha
     keep = ((mask < 0) | (mask >= len(palette)) | (mask == ignore_index)).unsqueeze(0)
     return torch.where(keep, image.float(), blended).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) uint8 tensor -> PIL image."""
+    return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
 
 
 def _to_height(panel: torch.Tensor, height: int, nearest: bool) -> torch.Tensor:
@@ -36,8 +76,12 @@ def _to_height(panel: torch.Tensor, height: int, nearest: bool) -> torch.Tensor:
     return tvF.resize(panel, [height, width], interpolation=mode, antialias=not nearest)
 
 
-def prediction_grid(samples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                    palette: Sequence[Sequence[int]], ignore_index: int = 255, height: int = 256) -> Image.Image:
+def prediction_grid(
+    samples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    palette: Sequence[Sequence[int]],
+    ignore_index: int = 255,
+    height: int = 256,
+) -> Image.Image:
     """One row per sample: image | ground truth | prediction, each `height` pixels tall.
 
     `samples` holds (image uint8 (3, H, W), label (H, W), prediction (H, W)).

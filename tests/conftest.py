@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-pytest_plugins = ["tests.hub_fixtures"]
-
 import pytest
 import torch
 from transformers import SegformerForSemanticSegmentation
 
 from segtune.models.convert import mix_transformer_state_dict
 from segtune.models.mix_transformer import MixTransformerConfig, MixTransformerForSemanticSegmentation
+
+pytest_plugins = ["tests.hub_fixtures"]
 
 # transformers' own test config size: milliseconds per forward.
 TINY = dict(
@@ -83,7 +83,10 @@ def to_nvlabs_layout(segformer_state: dict[str, torch.Tensor]) -> dict[str, torc
     """
     renames = (
         (r"segformer\.stages\.(\d+)\.patch_embeddings\.proj\.", lambda m: f"backbone.patch_embed{int(m[1]) + 1}.proj."),
-        (r"segformer\.stages\.(\d+)\.patch_embeddings\.layer_norm\.", lambda m: f"backbone.patch_embed{int(m[1]) + 1}.norm."),
+        (
+            r"segformer\.stages\.(\d+)\.patch_embeddings\.layer_norm\.",
+            lambda m: f"backbone.patch_embed{int(m[1]) + 1}.norm.",
+        ),
         (r"segformer\.stages\.(\d+)\.layer_norm\.", lambda m: f"backbone.norm{int(m[1]) + 1}."),
         (r"segformer\.stages\.(\d+)\.blocks\.(\d+)\.", lambda m: f"backbone.block{int(m[1]) + 1}.{m[2]}."),
         (r"decode_head\.linear_projections\.(\d+)\.proj\.", lambda m: f"decode_head.linear_c{int(m[1]) + 1}.proj."),
@@ -92,8 +95,10 @@ def to_nvlabs_layout(segformer_state: dict[str, torch.Tensor]) -> dict[str, torc
         (r"decode_head\.classifier\.", lambda m: "decode_head.linear_pred."),
     )
     inner = (
-        ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
-        ("attention.q_proj.", "attn.q."), ("attention.o_proj.", "attn.proj."),
+        ("layernorm_before.", "norm1."),
+        ("layernorm_after.", "norm2."),
+        ("attention.q_proj.", "attn.q."),
+        ("attention.o_proj.", "attn.proj."),
         ("attention.sequence_reduction.sequence_reduction.", "attn.sr."),
         ("attention.sequence_reduction.layer_norm.", "attn.norm."),
         ("mlp.dwconv.dwconv.", "mlp.dwconv.dwconv."),
@@ -153,11 +158,22 @@ def nvlabs_to_mmseg1(nvlabs_state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 # A run small enough for a test: 64 px synthetic scenes, batch 2, a few steps, no trackers.
 TINY_RUN = [
-    "data.synthetic.num_train=8", "data.synthetic.num_eval=3", "data.synthetic.image_size=64",
-    "augment.scale=[64,64]", "augment.crop_size=64", "augment.ratio_range=[0.75,1.25]",
-    "train.per_device_batch_size=2", "train.reference_batch_size=2", "train.max_steps=4",
-    "train.eval_steps=2", "train.save_steps=2", "train.logging_steps=1", "data.num_workers=0",
-    "logging.report_to=[none]", "optim.warmup_steps=1", "eval.num_visualizations=2",
+    "data.synthetic.num_train=8",
+    "data.synthetic.num_eval=3",
+    "data.synthetic.image_size=64",
+    "augment.scale=[64,64]",
+    "augment.crop_size=64",
+    "augment.ratio_range=[0.75,1.25]",
+    "train.per_device_batch_size=2",
+    "train.reference_batch_size=2",
+    "train.max_steps=4",
+    "train.eval_steps=2",
+    "train.save_steps=2",
+    "train.logging_steps=1",
+    "data.num_workers=0",
+    "logging.report_to=[none]",
+    "optim.warmup_steps=1",
+    "eval.num_visualizations=2",
 ]
 
 

@@ -32,12 +32,27 @@ from huggingface_hub.utils import _http
 from tests.hub_server import HubServer
 
 # Settings that would send the clients elsewhere or read a developer's cache: unset for the test.
-_UNSET = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HUGGINGFACE_ASSETS_CACHE", "HF_XET_CACHE",
-          "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HUGGINGFACE_CO_STAGING",
-          "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "HF_MODULES_CACHE")
+_UNSET = (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ASSETS_CACHE",
+    "HUGGINGFACE_ASSETS_CACHE",
+    "HF_XET_CACHE",
+    "HF_TOKEN_PATH",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_OIDC_RESOURCE",
+    "HUGGINGFACE_CO_STAGING",
+    "TRANSFORMERS_OFFLINE",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN",
+    "HF_MODULES_CACHE",
+)
 # transformers modules that copy `HF_MODULES_CACHE` (where remote code is written) when imported.
-_MODULES_CACHE_HOLDERS = ("transformers.utils.hub", "transformers.utils", "transformers.file_utils",
-                          "transformers.dynamic_module_utils")
+_MODULES_CACHE_HOLDERS = (
+    "transformers.utils.hub",
+    "transformers.utils",
+    "transformers.file_utils",
+    "transformers.dynamic_module_utils",
+)
 
 
 @pytest.fixture
@@ -65,8 +80,16 @@ def hub_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str, h
     for name in _UNSET:
         monkeypatch.delenv(name, raising=False)
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY") or os.environ.get("no_proxy"), "127.0.0.1"]))
-    environment = {"HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_XET": "1",
-                   "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": no_proxy, "no_proxy": no_proxy}
+    environment = {
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": token,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+    }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     _reload_constants(monkeypatch)
@@ -92,8 +115,11 @@ def _reload_constants(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = importlib.util.spec_from_file_location("_hub_constants_for_tests", constants.__file__)
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)
-    copies = [module for name, module in list(sys.modules.items())
-              if name.startswith("huggingface_hub.") and module is not None and module is not constants]
+    copies = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("huggingface_hub.") and module is not None and module is not constants
+    ]
     for name, value in vars(fresh).items():
         old = vars(constants).get(name)
         if not name.isupper() or old == value:
@@ -139,9 +165,14 @@ mirrors-path = [{mirrors}]
 offline = true
 """
 # A reproducible git that ignores the developer's config (hooks, signing, git-lfs filters).
-_GIT_ENV = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "segtune tests",
-            "GIT_AUTHOR_EMAIL": "tests@localhost", "GIT_COMMITTER_NAME": "segtune tests",
-            "GIT_COMMITTER_EMAIL": "tests@localhost"}
+_GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "segtune tests",
+    "GIT_AUTHOR_EMAIL": "tests@localhost",
+    "GIT_COMMITTER_NAME": "segtune tests",
+    "GIT_COMMITTER_EMAIL": "tests@localhost",
+}
 
 
 @dataclass
@@ -185,12 +216,17 @@ def olah_server(tmp_path: Path) -> Iterator[OlahMirror]:
     port = _free_port()
     config = root / "olah.toml"
     # json.dumps quotes paths as TOML basic strings.
-    config.write_text(_OLAH_CONFIG.format(port=port, repos=json.dumps(str(root / "cache")),
-                                          mirrors=json.dumps(str(root / "mirrors"))))
+    config.write_text(
+        _OLAH_CONFIG.format(port=port, repos=json.dumps(str(root / "cache")), mirrors=json.dumps(str(root / "mirrors")))
+    )
     mirror = OlahMirror(f"http://127.0.0.1:{port}", root / "mirrors", root / "olah.log")
     with mirror.log.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "olah.server", "--config", str(config),
-                                    "--log-path", str(root / "logs")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "olah.server", "--config", str(config), "--log-path", str(root / "logs")],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_for_port(port, process, mirror.log, timeout=60)
             yield mirror
@@ -211,8 +247,9 @@ def olah_env(olah_server: OlahMirror, monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], env={**os.environ, **_GIT_ENV},
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env={**os.environ, **_GIT_ENV}, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip()
 
 

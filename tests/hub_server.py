@@ -32,8 +32,25 @@ import yaml
 # The Hub sends any file of 10 MB or more to LFS, whatever its name.
 LFS_MIN_SIZE = 10 * 1024 * 1024
 # What the Hub writes into every new repository's first commit (abridged): names that always go to LFS.
-_LFS_PATTERNS = ("*.bin", "*.safetensors", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.onnx", "*.msgpack",
-                 "*.npy", "*.npz", "*.pkl", "*.pickle", "*.zip", "*.gz", "*.tar", "*.tflite", "*tfevents*")
+_LFS_PATTERNS = (
+    "*.bin",
+    "*.safetensors",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.h5",
+    "*.onnx",
+    "*.msgpack",
+    "*.npy",
+    "*.npz",
+    "*.pkl",
+    "*.pickle",
+    "*.zip",
+    "*.gz",
+    "*.tar",
+    "*.tflite",
+    "*tfevents*",
+)
 DEFAULT_GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in _LFS_PATTERNS)
 _REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", None: "model"}
 _URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -47,8 +64,14 @@ class LoggedRequest(NamedTuple):
 class HubError(Exception):
     """An error answer: its status, and the `X-Error-Code` huggingface_hub maps to an exception class."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
-                 body: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.body = status, message, {"error": message, **(body or {})}
         header_safe = message.encode("ascii", "replace").decode()  # HTTP headers are latin-1; paths may not be
@@ -120,8 +143,9 @@ class HubServer:
         self._httpd.block_on_close = False  # idle keep-alive connections must not hold up stop()
         self._httpd.hub = self  # type: ignore[attr-defined]
         # A short poll interval: shutdown() waits up to one interval, once per test.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="loopback-hub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-hub", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -263,7 +287,7 @@ class HubServer:
         return commit
 
     def upload_mode(self, commit: Commit, path: str, size: int, sample: bytes) -> str:
-        """"lfs" or "regular", as the Hub decides: `.gitattributes` patterns, the 10 MB limit, binary samples."""
+        """ "lfs" or "regular", as the Hub decides: `.gitattributes` patterns, the 10 MB limit, binary samples."""
         attributes = commit.files.get(".gitattributes")
         text = self.object_path(attributes.sha256).read_text() if attributes else ""
         patterns = [line.split()[0] for line in text.splitlines() if "filter=lfs" in line]
@@ -314,9 +338,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _whoami(self) -> None:
         self._require_token()
         orgs = [{"type": "org", "name": org} for org in self.hub.orgs]
-        self._send_json(200, {"type": "user", "id": "0" * 24, "name": self.hub.user, "fullname": self.hub.user,
-                              "orgs": orgs, "auth": {"type": "access_token",
-                                                     "accessToken": {"displayName": "loopback", "role": "write"}}})
+        self._send_json(
+            200,
+            {
+                "type": "user",
+                "id": "0" * 24,
+                "name": self.hub.user,
+                "fullname": self.hub.user,
+                "orgs": orgs,
+                "auth": {"type": "access_token", "accessToken": {"displayName": "loopback", "role": "write"}},
+            },
+        )
 
     def _create_repo(self) -> None:
         self._require_token()
@@ -361,8 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not self.hub.object_path(obj["oid"]).exists():  # no "actions": the client skips the upload
                 self.hub.expect_upload(obj["oid"], obj["size"])
                 upload = f"{self.hub.url}/_lfs/objects/{obj['oid']}"
-                answer["actions"] = {"upload": {"href": upload, "expires_in": 3600},
-                                     "verify": {"href": verify, "expires_in": 3600}}
+                answer["actions"] = {
+                    "upload": {"href": upload, "expires_in": 3600},
+                    "verify": {"href": verify, "expires_in": 3600},
+                }
             objects.append(answer)
         self._send_json(200, {"transfer": "basic", "objects": objects}, content_type="application/vnd.git-lfs+json")
 
@@ -387,18 +421,39 @@ class _Handler(BaseHTTPRequestHandler):
         if not lines or lines[0]["key"] != "header":
             raise HubError(400, "A commit payload starts with a header line")
         commit = self.hub.commit(target, rev, lines[0]["value"], lines[1:])
-        self._send_json(200, {"success": True, "commitOid": commit.sha, "pullRequestUrl": None,
-                              "commitUrl": f"{self._repo_url(target)}/commit/{commit.sha}"})
+        self._send_json(
+            200,
+            {
+                "success": True,
+                "commitOid": commit.sha,
+                "pullRequestUrl": None,
+                "commitUrl": f"{self._repo_url(target)}/commit/{commit.sha}",
+            },
+        )
 
     def _repo_info(self, kind: str, repo: str, rev: str = "main") -> None:
         target = self._readable_repo(kind, repo)
         commit = self.hub.resolve(target, rev)
         with_blobs = self.query.get("blobs") in ("1", "true", "True")
         siblings = [_sibling(path, entry, with_blobs) for path, entry in sorted(commit.files.items())]
-        self._send_json(200, {"_id": target.repo_id, "id": target.repo_id, "author": target.repo_id.split("/")[0],
-                              "sha": commit.sha, "lastModified": commit.date, "createdAt": target.created_at,
-                              "private": target.private, "gated": False, "disabled": False, "downloads": 0,
-                              "likes": 0, "tags": [], "siblings": siblings})
+        self._send_json(
+            200,
+            {
+                "_id": target.repo_id,
+                "id": target.repo_id,
+                "author": target.repo_id.split("/")[0],
+                "sha": commit.sha,
+                "lastModified": commit.date,
+                "createdAt": target.created_at,
+                "private": target.private,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "siblings": siblings,
+            },
+        )
 
     def _tree(self, kind: str, repo: str, rev: str, path: str = "") -> None:
         commit = self.hub.resolve(self._readable_repo(kind, repo), rev)
@@ -457,8 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         return b"".join(chunks)
 
-    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None,
-                   content_type: str = "application/json") -> None:
+    def _send_json(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> None:
         data = json.dumps(body).encode()
         self._send_head(status, len(data), {"Content-Type": content_type, **(headers or {})})
         if self.command != "HEAD":
@@ -483,19 +539,22 @@ class _Handler(BaseHTTPRequestHandler):
 _API = r"/api/(?P<kind>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
 _GIT = r"/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)"
 _BARE_REPO = re.compile(r"/(?:api/(?:models|datasets|spaces)/)?[^/]+(?:/(?:resolve|revision|tree)/.*)?")
-_ROUTES = [(methods.split("|"), re.compile(pattern), name) for methods, pattern, name in (
-    ("GET", r"/api/whoami-v2", "whoami"),
-    ("POST", r"/api/repos/create", "create_repo"),
-    ("POST", r"/api/validate-yaml", "validate_yaml"),
-    ("POST", _API + r"/preupload/(?P<rev>[^/]+)", "preupload"),
-    ("POST", _API + r"/commit/(?P<rev>[^/]+)", "commit"),
-    ("GET", _API + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
-    ("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
-    ("POST", _GIT + r"\.git/info/lfs/objects/batch", "lfs_batch"),
-    ("POST", _GIT + r"\.git/info/lfs/objects/verify", "lfs_verify"),
-    ("PUT", r"/_lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_put"),
-    ("GET|HEAD", _GIT + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
-)]
+_ROUTES = [
+    (methods.split("|"), re.compile(pattern), name)
+    for methods, pattern, name in (
+        ("GET", r"/api/whoami-v2", "whoami"),
+        ("POST", r"/api/repos/create", "create_repo"),
+        ("POST", r"/api/validate-yaml", "validate_yaml"),
+        ("POST", _API + r"/preupload/(?P<rev>[^/]+)", "preupload"),
+        ("POST", _API + r"/commit/(?P<rev>[^/]+)", "commit"),
+        ("GET", _API + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
+        ("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
+        ("POST", _GIT + r"\.git/info/lfs/objects/batch", "lfs_batch"),
+        ("POST", _GIT + r"\.git/info/lfs/objects/verify", "lfs_verify"),
+        ("PUT", r"/_lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_put"),
+        ("GET|HEAD", _GIT + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+    )
+]
 
 
 def _unrouted(method: str, path: str) -> HubError:
@@ -539,15 +598,18 @@ def _tree_listing(files: dict[str, Entry], folder: str, recursive: bool) -> list
     for path, entry in files.items():
         if not path.startswith(prefix):
             continue
-        parts = path[len(prefix):].split("/")
+        parts = path[len(prefix) :].split("/")
         for depth in range(1, min(len(parts) - 1, len(parts) if recursive else 1) + 1):
             directory = prefix + "/".join(parts[:depth])
-            listing[directory] = {"type": "directory", "path": directory, "size": 0,
-                                  "oid": hashlib.sha1(directory.encode()).hexdigest()}
+            listing[directory] = {
+                "type": "directory",
+                "path": directory,
+                "size": 0,
+                "oid": hashlib.sha1(directory.encode()).hexdigest(),
+            }
         if recursive or len(parts) == 1:
             listing[path] = {"type": "file", "path": path, "size": entry.size, "oid": entry.oid}
             if entry.lfs:
                 pointer_size = len(_lfs_pointer(entry.sha256, entry.size))
                 listing[path]["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": pointer_size}
     return [listing[path] for path in sorted(listing)]
-

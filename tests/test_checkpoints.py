@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
     SegformerForImageClassification,
-    SegformerForSemanticSegmentation,
     SegformerModel,
     ViTConfig,
     ViTModel,
@@ -124,8 +123,12 @@ def test_dtype_is_honoured(tmp_path):
 
 
 def test_unrelated_model_type_is_refused(tmp_path):
-    ViTModel(ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match=r"expected a checkpoint of model_type 'mix_transformer' or 'segformer', found 'vit'"):
+    ViTModel(ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).save_pretrained(
+        tmp_path
+    )
+    with pytest.raises(
+        CheckpointError, match=r"expected a checkpoint of model_type 'mix_transformer' or 'segformer', found 'vit'"
+    ):
         MixTransformerModel.from_pretrained(tmp_path)
 
 
@@ -140,7 +143,9 @@ def test_checkpoint_that_does_not_fit_names_shapes(tmp_path):
 def test_check_state_dict_names_unexpected_keys():
     model = MixTransformerModel(tiny_config())
     state = dict(model.state_dict(), **{"stages.9.norm.weight": torch.ones(3)})
-    with pytest.raises(CheckpointError, match=r"1 keys do not exist in MixTransformerModel: \['stages\.9\.norm\.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"1 keys do not exist in MixTransformerModel: \['stages\.9\.norm\.weight'\]"
+    ):
         check_state_dict(model, state, "test.pth")
 
 

@@ -44,7 +44,10 @@ def test_unknown_variant_names_the_choices():
     "overrides, message",
     [
         ({"depths": [1, 2]}, r"depths: expected 4 values .* found 2"),
-        ({"hidden_sizes": [32, 64, 160, 250]}, r"hidden_sizes\[3\]=250, which is not divisible by num_attention_heads\[3\]=8"),
+        (
+            {"hidden_sizes": [32, 64, 160, 250]},
+            r"hidden_sizes\[3\]=250, which is not divisible by num_attention_heads\[3\]=8",
+        ),
         ({"sr_ratios": [8, 4, 0, 1]}, r"sr_ratios: expected positive values, found \[8, 4, 0, 1\]"),
     ],
 )
@@ -55,8 +58,14 @@ def test_invalid_config_is_refused(overrides, message):
 
 def test_segformer_round_trip_keeps_every_field_and_labels():
     labels = {0: "road", 1: "car", 2: "sky"}
-    segformer = SegformerConfig(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768,
-                                id2label=labels, label2id={v: k for k, v in labels.items()}, drop_path_rate=0.3)
+    segformer = SegformerConfig(
+        hidden_sizes=[64, 128, 320, 512],
+        depths=[3, 4, 6, 3],
+        decoder_hidden_size=768,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        drop_path_rate=0.3,
+    )
     ours = MixTransformerConfig.from_segformer(segformer)
     assert isinstance(ours, MixTransformerConfig)
     for name in SEGFORMER_FIELDS:

@@ -40,10 +40,29 @@ def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
     # accelerate's `--cpu` launcher starts several processes only through mpirun; torchrun (`--multi_gpu`)
     # with ACCELERATE_USE_CPU starts them here, and Accelerate joins them over gloo (MULTI_CPU).
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        FINETUNE, "--recipe", "demo.yaml", "--output_dir", str(out),
-        "--set", *TINY_RUN, "data.synthetic.num_eval=5", "train.max_steps=2",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        FINETUNE,
+        "--recipe",
+        "demo.yaml",
+        "--output_dir",
+        str(out),
+        "--set",
+        *TINY_RUN,
+        "data.synthetic.num_eval=5",
+        "train.max_steps=2",
     ]
     result = subprocess.run(command, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -58,9 +77,21 @@ def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
 
 
 def _finetune(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, FINETUNE, "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN,
-            "data.synthetic.image_size=128", "augment.scale=[128,128]", "augment.crop_size=128",
-            "train.max_steps=10", *extra]
+    return [
+        sys.executable,
+        FINETUNE,
+        "--recipe",
+        "demo.yaml",
+        "--output_dir",
+        str(out),
+        "--set",
+        *TINY_RUN,
+        "data.synthetic.image_size=128",
+        "augment.scale=[128,128]",
+        "augment.crop_size=128",
+        "train.max_steps=10",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -78,7 +109,16 @@ def test_killed_after_a_checkpoint_then_resumed_equals_a_straight_run(tmp_path):
     process.wait()
     assert process.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()
 
-    resumed = subprocess.run(_finetune(out, ) + ["--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _finetune(
+            out,
+        )
+        + ["--resume"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")

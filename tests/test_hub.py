@@ -13,7 +13,13 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation, pipeline
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForSemanticSegmentation,
+    SegformerForSemanticSegmentation,
+    pipeline,
+)
 
 from segtune.errors import HubError
 from segtune.hub import PENDING_FILE, push
@@ -21,8 +27,14 @@ from segtune.models.build import build_model
 from segtune.recipe import load_recipe
 
 REPO = "user/tiny-segformer"
-MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_mix_transformer.py",
-               "modeling_mix_transformer.py", "convert_mix_transformer.py"}
+MODEL_FILES = {
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "configuration_mix_transformer.py",
+    "modeling_mix_transformer.py",
+    "convert_mix_transformer.py",
+}
 RUN_FILES = {"recipe.yaml", "metrics.json", "per_class_iou.md", "predictions.png"}
 
 
@@ -78,7 +90,9 @@ def test_pulled_model_matches_the_local_one(hub_env, run_copy):
     assert type(pulled).__name__ == "MixTransformerForSemanticSegmentation"
     torch.testing.assert_close(logits(pulled), logits(local), atol=0, rtol=0)
     assert type(AutoModel.from_pretrained(REPO)).__name__ == "MixTransformerModel"
-    assert AutoImageProcessor.from_pretrained(REPO).image_mean == AutoImageProcessor.from_pretrained(run_copy).image_mean
+    assert (
+        AutoImageProcessor.from_pretrained(REPO).image_mean == AutoImageProcessor.from_pretrained(run_copy).image_mean
+    )
     segmenter = pipeline("image-segmentation", model=REPO)
     found = segmenter(Image.new("RGB", (80, 64), (120, 30, 200)))
     assert found and {r["label"] for r in found} <= set(pulled.config.id2label.values())
@@ -115,8 +129,15 @@ NO_SEGTUNE = textwrap.dedent(
 def test_pull_without_segtune_through_remote_code(hub_env, run_copy, tmp_path):
     push(run_copy, REPO)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-c", NO_SEGTUNE, REPO, str(tmp_path / "out.pt")], cwd=tmp_path, env=env,
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", NO_SEGTUNE, REPO, str(tmp_path / "out.pt")],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     result = torch.load(tmp_path / "out.pt")
     assert result["encoder"] == "MixTransformerModel"
     local = AutoModelForSemanticSegmentation.from_pretrained(run_copy)
@@ -142,7 +163,10 @@ def test_failed_push_keeps_everything_and_the_next_push_retries(hub_env, run_cop
         raise ConnectionRefusedError(111, "Connection refused")
 
     monkeypatch.setattr(HfApi, "upload_folder", failing_upload)
-    with pytest.raises(HubError, match=rf"push to {REPO} failed \(ConnectionRefusedError.*everything is kept in .*python -m segtune.push"):
+    with pytest.raises(
+        HubError,
+        match=rf"push to {REPO} failed \(ConnectionRefusedError.*everything is kept in .*python -m segtune.push",
+    ):
         push(run_copy, REPO)
     assert (run_copy / PENDING_FILE).is_file()
     assert all((run_copy / name).read_bytes() == data for name, data in before.items())
@@ -161,7 +185,9 @@ def test_push_without_a_token_explains_how_to_log_in(hub_env, run_copy, monkeypa
 def test_repo_with_an_unrelated_model_is_refused_unless_overwriting(hub_env, run_copy, tmp_path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).push_to_hub(REPO)
+    BertModel(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).push_to_hub(
+        REPO
+    )
     with pytest.raises(HubError, match=rf"{REPO} already holds another model \(model_type 'bert'.*--overwrite"):
         push(run_copy, REPO)
     push(run_copy, REPO, overwrite=True)
@@ -180,8 +206,9 @@ def test_recipe_can_start_from_a_pushed_checkpoint(hub_env, run_copy):
     model = build_model(recipe.model, {0: "a", 1: "b"})
     local = AutoModelForSemanticSegmentation.from_pretrained(run_copy)
     assert model.config.num_labels == 2  # a fresh 2-class classifier on the pushed encoder
-    torch.testing.assert_close(model.mix_transformer.stages[0].blocks[0].attn.q.weight,
-                               local.mix_transformer.stages[0].blocks[0].attn.q.weight)
+    torch.testing.assert_close(
+        model.mix_transformer.stages[0].blocks[0].attn.q.weight, local.mix_transformer.stages[0].blocks[0].attn.q.weight
+    )
 
 
 def test_pull_through_olah(olah_env, run_copy):

@@ -23,8 +23,7 @@ BIG = 10 * 1024 * 1024 + 12_345  # just over the Hub's 10 MB LFS threshold
 def tiny_bert(seed: int = 0) -> BertModel:
     """A randomly initialised two-layer BERT: milliseconds per forward, weights a few hundred kB."""
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37)
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
     return BertModel(config).eval()
 
 
@@ -55,8 +54,14 @@ def test_whoami_through_the_patched_module_level_client(hub_env: HubServer) -> N
 
 def test_hub_clients_at_repoints_and_then_restores_the_libraries(hub_server: HubServer, tmp_path: Path) -> None:
     def state() -> tuple[str, ...]:
-        return (constants.ENDPOINT, hf_api.api.endpoint, constants.HF_HUB_CACHE, _cache_manager.HF_HUB_CACHE,
-                str(constants.HF_HUB_DISABLE_XET), str(os.environ.get("HF_TOKEN")))
+        return (
+            constants.ENDPOINT,
+            hf_api.api.endpoint,
+            constants.HF_HUB_CACHE,
+            _cache_manager.HF_HUB_CACHE,
+            str(constants.HF_HUB_DISABLE_XET),
+            str(os.environ.get("HF_TOKEN")),
+        )
 
     before = state()
     cache = str(tmp_path / "home" / "hub")
@@ -67,8 +72,11 @@ def test_hub_clients_at_repoints_and_then_restores_the_libraries(hub_server: Hub
 
 def test_chunked_request_bodies_are_read(hub_env: HubServer) -> None:
     body = json.dumps({"name": "chunked", "organization": "user", "visibility": "private"}).encode()
-    response = get_session().post(f"{hub_env.url}/api/repos/create", content=iter([body[:9], body[9:]]),
-                                  headers={"Authorization": f"Bearer {hub_env.token}"})
+    response = get_session().post(
+        f"{hub_env.url}/api/repos/create",
+        content=iter([body[:9], body[9:]]),
+        headers={"Authorization": f"Bearer {hub_env.token}"},
+    )
     assert response.request.headers["Transfer-Encoding"] == "chunked"
     assert response.status_code == 200 and hub_env.repo("user/chunked").private
 

@@ -47,7 +47,9 @@ def test_predict_labels_resizes_scores_to_the_native_label_size():
     model, pixels = Pointwise(), torch.randn(1, 3, 32, 48)
     labels = predict_labels(model, pixels, InferenceConfig(), label_size=(64, 96))
     assert labels.shape == (1, 64, 96) and labels.dtype == torch.int64
-    upsampled = torch.nn.functional.interpolate(whole_logits(model, pixels), size=(64, 96), mode="bilinear", align_corners=False)
+    upsampled = torch.nn.functional.interpolate(
+        whole_logits(model, pixels), size=(64, 96), mode="bilinear", align_corners=False
+    )
     assert torch.equal(labels, upsampled.argmax(1))
 
 

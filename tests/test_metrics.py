@@ -415,13 +415,19 @@ def test_maps_of_different_shapes_name_the_map_and_both_shapes():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: MeanIoU().compute(predictions=DOC_PREDICTIONS, references=DOC_REFERENCES),
-         r"MeanIoU.compute: num_labels: expected an int >= 1, found None"),
+        (
+            lambda: MeanIoU().compute(predictions=DOC_PREDICTIONS, references=DOC_REFERENCES),
+            r"MeanIoU.compute: num_labels: expected an int >= 1, found None",
+        ),
         (lambda: MeanIoU(num_labels=0), r"MeanIoU: num_labels: expected an int >= 1, found 0"),
-        (lambda: confusion_matrix(torch.zeros(1, 1), torch.zeros(1, 1), True),
-         r"confusion_matrix: num_labels: expected an int >= 1, found True"),
-        (lambda: MeanIoU().update(torch.zeros(2, 2), torch.zeros(2, 2)),
-         r"MeanIoU.update: num_labels: expected an int >= 1 to accumulate, found None"),
+        (
+            lambda: confusion_matrix(torch.zeros(1, 1), torch.zeros(1, 1), True),
+            r"confusion_matrix: num_labels: expected an int >= 1, found True",
+        ),
+        (
+            lambda: MeanIoU().update(torch.zeros(2, 2), torch.zeros(2, 2)),
+            r"MeanIoU.update: num_labels: expected an int >= 1 to accumulate, found None",
+        ),
         (lambda: MeanIoU(num_labels=3, id2label={0: "a"}), r"num_labels=3 but id2label names 1 classes"),
     ],
 )
@@ -443,14 +449,26 @@ def test_add_confusion_of_the_wrong_size_names_expected_and_found():
 @pytest.mark.parametrize(
     "predictions, references, message",
     [
-        (torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long),
-         r"predictions: expected integer class indices, found dtype torch.float32"),
-        (torch.zeros(1, 1, 2, 2, dtype=torch.long), torch.zeros(1, 1, 2, 2, dtype=torch.long),
-         r"predictions: expected shape \(H, W\) or \(B, H, W\), found \(1, 1, 2, 2\)"),
-        ([torch.zeros(2, dtype=torch.long)], [torch.zeros(2, dtype=torch.long)],
-         r"predictions\[0\]: expected shape \(H, W\), found \(2,\)"),
-        ([np.zeros((2, 2), dtype=int)] * 2, [np.zeros((2, 2), dtype=int)],
-         r"expected as many predictions as references, found 2 predictions and 1 references"),
+        (
+            torch.zeros(2, 2),
+            torch.zeros(2, 2, dtype=torch.long),
+            r"predictions: expected integer class indices, found dtype torch.float32",
+        ),
+        (
+            torch.zeros(1, 1, 2, 2, dtype=torch.long),
+            torch.zeros(1, 1, 2, 2, dtype=torch.long),
+            r"predictions: expected shape \(H, W\) or \(B, H, W\), found \(1, 1, 2, 2\)",
+        ),
+        (
+            [torch.zeros(2, dtype=torch.long)],
+            [torch.zeros(2, dtype=torch.long)],
+            r"predictions\[0\]: expected shape \(H, W\), found \(2,\)",
+        ),
+        (
+            [np.zeros((2, 2), dtype=int)] * 2,
+            [np.zeros((2, 2), dtype=int)],
+            r"expected as many predictions as references, found 2 predictions and 1 references",
+        ),
     ],
 )
 def test_bad_maps_are_refused(predictions, references, message):

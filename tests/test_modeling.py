@@ -159,7 +159,9 @@ class TestMixTransformerForSemanticSegmentation(MixTransformerTester):
             model(pixel_values, labels=labels).loss.backward()
         quarter = (25, 33)
         assert (2, 32, *quarter) in log.shapes  # the fused map exists ...
-        assert not any(len(s) == 4 and s[1] == 4 * 32 and s[2:] == quarter for s in log.shapes)  # ... its 4*D input never
+        assert not any(
+            len(s) == 4 and s[1] == 4 * 32 and s[2:] == quarter for s in log.shapes
+        )  # ... its 4*D input never
         assert (4 * 32, 25 * 33) not in log.shapes and (2, 4 * 32, 25 * 33) not in log.shapes
 
     def test_ignore_index_comes_from_the_config(self, pixel_values):
@@ -179,11 +181,15 @@ class TestMixTransformerForSemanticSegmentation(MixTransformerTester):
         output = model(pixel_values, labels=labels)
         assert output.logits.shape == (2, 1, 25, 33)
         upsampled = torch.nn.functional.interpolate(output.logits, size=(97, 131), mode="bilinear", align_corners=False)
-        per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(upsampled[:, 0], labels.float(), reduction="none")
+        per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(
+            upsampled[:, 0], labels.float(), reduction="none"
+        )
         torch.testing.assert_close(output.loss, (per_pixel * (labels != 255)).mean())
 
     def test_labels_of_the_wrong_rank_are_refused(self, pixel_values):
-        with pytest.raises(ValueError, match=r"labels: expected shape \(batch, height, width\), found \(2, 1, 97, 131\)"):
+        with pytest.raises(
+            ValueError, match=r"labels: expected shape \(batch, height, width\), found \(2, 1, 97, 131\)"
+        ):
             self.build()(pixel_values, labels=torch.zeros(2, 1, 97, 131, dtype=torch.long))
 
     def test_loss_is_float32_under_bfloat16_autocast(self, pixel_values):

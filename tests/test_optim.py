@@ -13,7 +13,11 @@ from tests.conftest import tiny_config
 @pytest.mark.parametrize("arch", ["mix_transformer", "segformer"])
 def test_parameter_groups(arch):
     config = tiny_config()
-    model = MixTransformerForSemanticSegmentation(config) if arch == "mix_transformer" else SegformerForSemanticSegmentation(config.to_segformer_config())
+    model = (
+        MixTransformerForSemanticSegmentation(config)
+        if arch == "mix_transformer"
+        else SegformerForSemanticSegmentation(config.to_segformer_config())
+    )
     optim = OptimConfig(lr=1e-4, weight_decay=0.01, head_lr_mult=10.0, norm_weight_decay=0.0)
     groups = {g["name"]: g for g in parameter_groups(model, optim)}
     assert set(groups) == {"encoder", "encoder_no_decay", "head", "head_no_decay"}

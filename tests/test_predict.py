@@ -95,11 +95,15 @@ def test_evaluate_reproduces_the_runs_own_metrics(finished_run, capsys):
 
 def test_evaluate_a_transformers_checkpoint_and_refuse_a_label_mismatch(tmp_path, capsys):
     recipe_args = ["--recipe", "demo.yaml", "--set", *TINY_RUN]
-    stock = SegformerForSemanticSegmentation(MixTransformerConfig.from_variant("mit-b0", num_labels=6).to_segformer_config())
+    stock = SegformerForSemanticSegmentation(
+        MixTransformerConfig.from_variant("mit-b0", num_labels=6).to_segformer_config()
+    )
     stock.save_pretrained(tmp_path / "stock")
     assert evaluate_main(["--model", str(tmp_path / "stock"), *recipe_args, "--json", str(tmp_path / "r.json")]) == 0
     assert set(json.loads((tmp_path / "r.json").read_text())) >= {"mean_iou", "per_category_iou"}
-    wrong = SegformerForSemanticSegmentation(MixTransformerConfig.from_variant("mit-b0", num_labels=150).to_segformer_config())
+    wrong = SegformerForSemanticSegmentation(
+        MixTransformerConfig.from_variant("mit-b0", num_labels=150).to_segformer_config()
+    )
     wrong.save_pretrained(tmp_path / "wrong")
     assert evaluate_main(["--model", str(tmp_path / "wrong"), *recipe_args]) == 1
     assert "predicts 150 classes; the recipe's data has 6" in capsys.readouterr().err

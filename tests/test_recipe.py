@@ -35,9 +35,19 @@ def test_ade20k_reduces_labels_with_batch_16():
 
 
 def test_dotted_overrides_are_typed():
-    r = load_recipe("cityscapes.yaml", ["train.max_steps=100", "optim.lr=1e-4", "model.variant=mit-b5",
-                                        "augment.crop_size=768", "eval.stride=[512,640]", "train.compile=true",
-                                        "data.id2label={0: road, 1: car}", "data.num_labels=2"])
+    r = load_recipe(
+        "cityscapes.yaml",
+        [
+            "train.max_steps=100",
+            "optim.lr=1e-4",
+            "model.variant=mit-b5",
+            "augment.crop_size=768",
+            "eval.stride=[512,640]",
+            "train.compile=true",
+            "data.id2label={0: road, 1: car}",
+            "data.num_labels=2",
+        ],
+    )
     assert r.train.max_steps == 100 and r.optim.lr == 1e-4 and isinstance(r.optim.lr, float)
     assert r.model.checkpoint == "nvidia/mit-b5"
     assert r.augment.crop_size == (768, 768) and r.eval.stride == (512, 640)
@@ -104,6 +114,13 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path):
     again = load_recipe(tmp_path / "recipe.yaml")
     assert again.to_dict() == recipe.to_dict()
     assert set(yaml.safe_load((tmp_path / "recipe.yaml").read_text())) == {f.split(".")[0] for f in all_keys()}
+
+
+def test_yaml_no_stays_a_string_for_text_fields(tmp_path):
+    assert load_recipe("demo.yaml", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_recipe(path).train.mixed_precision == "no"
 
 
 def test_defaults_live_in_one_place():

@@ -19,7 +19,12 @@ from transformers import (
 )
 
 import segtune
-from segtune import MixTransformerBackbone, MixTransformerConfig, MixTransformerForSemanticSegmentation, MixTransformerModel
+from segtune import (
+    MixTransformerBackbone,
+    MixTransformerConfig,
+    MixTransformerForSemanticSegmentation,
+    MixTransformerModel,
+)
 from tests.conftest import tiny_config
 
 REMOTE_CODE_FILES = {"configuration_mix_transformer.py", "modeling_mix_transformer.py", "convert_mix_transformer.py"}
@@ -83,7 +88,9 @@ def test_save_pretrained_writes_code_and_full_auto_map(tmp_path):
     # The remote-code folder must stay self-contained: no segtune import in any uploaded file.
     for name in REMOTE_CODE_FILES:
         assert "segtune" not in "".join(
-            line for line in (tmp_path / name).read_text().splitlines(keepends=True) if line.startswith(("import", "from"))
+            line
+            for line in (tmp_path / name).read_text().splitlines(keepends=True)
+            if line.startswith(("import", "from"))
         ), name
 
 
@@ -98,14 +105,20 @@ def test_checkpoint_loads_through_remote_code_without_segtune(tmp_path):
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     subprocess.run(
         [sys.executable, "-c", NO_SEGTUNE, str(checkpoint), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env=env, check=True, capture_output=True, text=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = torch.load(tmp_path / "out.pt")
     assert result["classes"] == ["MixTransformerConfig", "MixTransformerForSemanticSegmentation", "MixTransformerModel"]
     assert result["module"].startswith("transformers_modules.")
     with torch.no_grad():
         torch.testing.assert_close(result["logits"], model(pixels).logits, atol=0, rtol=0)
-        torch.testing.assert_close(result["last_hidden_state"], model.mix_transformer(pixels).last_hidden_state, atol=0, rtol=0)
+        torch.testing.assert_close(
+            result["last_hidden_state"], model.mix_transformer(pixels).last_hidden_state, atol=0, rtol=0
+        )
 
 
 def test_upernet_trains_a_step_on_a_mix_transformer_backbone():

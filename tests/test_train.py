@@ -17,6 +17,7 @@ from segtune.train import train
 from segtune.train.checkpoints import list_checkpoints
 from tests.conftest import TINY_RUN
 
+
 def tiny_recipe(output_dir, *overrides: str):
     return load_recipe("demo.yaml", [*TINY_RUN, f"train.output_dir={output_dir}", *overrides])
 
@@ -30,10 +31,20 @@ def test_short_run_writes_every_output(tmp_path, arch):
     out = tmp_path / "run"
     results = train(tiny_recipe(out, f"model.arch={arch}"))
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "recipe.yaml", "metrics.json",
-            "per_class_iou.md", "predictions.png", "checkpoints"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "recipe.yaml",
+        "metrics.json",
+        "per_class_iou.md",
+        "predictions.png",
+        "checkpoints",
+    } <= names
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy"} <= set(metrics)
+    assert {"mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy"} <= set(
+        metrics
+    )
     assert metrics["step"] == 4 and 0 <= metrics["mean_iou"] <= 1
     assert metrics["mean_iou"] == pytest.approx(float(results["mean_iou"]))
     assert len(metrics["per_category_iou"]) == 6 and "background" in metrics["per_category_iou_by_name"]
@@ -128,7 +139,10 @@ def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkey
         return real(self, output_dir, **kwargs)
 
     monkeypatch.setattr(loop.Accelerator, "save_state", failing_save)
-    with pytest.raises(TrainingError, match=r"stopped by OSError: No space left on device.*saving a checkpoint failed too.*step-00000002"):
+    with pytest.raises(
+        TrainingError,
+        match=r"stopped by OSError: No space left on device.*saving a checkpoint failed too.*step-00000002",
+    ):
         train(tiny_recipe(out))
     [kept] = list_checkpoints(out)
     assert kept.name == "step-00000002" and len(load_file(kept / "model.safetensors")) > 0

@@ -312,8 +312,11 @@ def _remap(reference: torch.Tensor, label_map: Mapping[int, int]) -> torch.Tenso
     return remapped
 
 
-def per_class_table(results: Mapping[str, Any], id2label: Mapping[int, str] | None = None) -> str:
-    """Plain-text table of per-class IoU and accuracy (in %), then the means and overall accuracy.
+def per_class_table(
+    results: Mapping[str, Any], id2label: Mapping[int, str] | None = None, markdown: bool = False
+) -> str:
+    """Table of per-class IoU and accuracy (in %), then the means and overall accuracy: plain text for
+    a terminal, or a Markdown table (`markdown=True`) for files and model cards.
 
     Classes are named by `id2label` (int or str keys, as in a config.json), else by index; a class
     absent from both predictions and references shows "-".
@@ -330,6 +333,8 @@ def per_class_table(results: Mapping[str, Any], id2label: Mapping[int, str] | No
             f"per_class_table: per_category_iou {iou.shape} and per_category_accuracy {accuracy.shape} differ"
         )
     names = [_class_name(id2label, index) for index in range(len(iou))]
+    if markdown:
+        return _markdown_table(results, names, iou, accuracy)
     width = max(len(name) for name in [*names, "overall accuracy"])
 
     def row(name: str, iou_text: str, accuracy_text: str) -> str:
@@ -340,6 +345,14 @@ def per_class_table(results: Mapping[str, Any], id2label: Mapping[int, str] | No
     lines += [row(name, _percent(i), _percent(a)) for name, i, a in zip(names, iou, accuracy)]
     lines += [rule, row("mean", _percent(results.get("mean_iou")), _percent(results.get("mean_accuracy")))]
     lines += [row("overall accuracy", "", _percent(results.get("overall_accuracy")))]
+    return "\n".join(lines)
+
+
+def _markdown_table(results: Mapping[str, Any], names: list[str], iou: np.ndarray, accuracy: np.ndarray) -> str:
+    lines = ["| class | IoU | Acc |", "|---|---:|---:|"]
+    lines += [f"| {name} | {_percent(i)} | {_percent(a)} |" for name, i, a in zip(names, iou, accuracy)]
+    lines += [f"| **mean** | **{_percent(results.get('mean_iou'))}** | **{_percent(results.get('mean_accuracy'))}** |"]
+    lines += [f"| overall accuracy | | {_percent(results.get('overall_accuracy'))} |"]
     return "\n".join(lines)
 
 

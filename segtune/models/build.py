@@ -84,6 +84,7 @@ def channels_last_conv_weights(model: torch.nn.Module) -> None:
         if isinstance(module, torch.nn.Conv2d) and module.kernel_size != (1, 1):
             weight = module.weight
             out, inp, height, width = weight.shape
-            laid_out = torch.empty_strided(weight.shape, (height * width * inp, 1, width * inp, inp),
-                                           dtype=weight.dtype, device=weight.device)
+            laid_out = torch.empty_strided(
+                weight.shape, (height * width * inp, 1, width * inp, inp), dtype=weight.dtype, device=weight.device
+            )
             module.weight = torch.nn.Parameter(laid_out.copy_(weight.detach()), requires_grad=weight.requires_grad)

@@ -28,7 +28,10 @@ Tensors = dict[str, torch.Tensor]
 # NVlabs mix_transformer.py (also mmseg 0.x): patch_embed{1..4}, block{1..4}.{j}, norm{1..4}; fused attn.kv.
 _NVLABS_ENCODER = (
     (r"patch_embed(\d)\.(proj|norm)\.(\w+)", lambda m: f"stages.{_stage(m[1])}.patch_embed.{m[2]}.{m[3]}"),
-    (r"block(\d)\.(\d+)\.mlp\.dwconv\.dwconv\.(\w+)", lambda m: f"stages.{_stage(m[1])}.blocks.{m[2]}.mlp.dwconv.{m[3]}"),
+    (
+        r"block(\d)\.(\d+)\.mlp\.dwconv\.dwconv\.(\w+)",
+        lambda m: f"stages.{_stage(m[1])}.blocks.{m[2]}.mlp.dwconv.{m[3]}",
+    ),
     (r"block(\d)\.(\d+)\.(.+)", lambda m: f"stages.{_stage(m[1])}.blocks.{m[2]}.{m[3]}"),
     (r"norm(\d)\.(\w+)", lambda m: f"stages.{_stage(m[1])}.norm.{m[2]}"),
 )

@@ -26,8 +26,16 @@ PREFIX = "step-"
 
 # Keys that do not change the trained weights: a resume may change them.
 RESUMABLE_CHANGES = (
-    "train.output_dir", "train.save_steps", "train.save_total_limit", "train.logging_steps", "train.eval_steps",
-    "data.num_workers", "eval.", "hub.", "logging.", "name",
+    "train.output_dir",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.logging_steps",
+    "train.eval_steps",
+    "data.num_workers",
+    "eval.",
+    "hub.",
+    "logging.",
+    "name",
 )
 
 
@@ -55,7 +63,7 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = checkpoint_root(output_dir)
     found = [p for p in root.glob(f"{PREFIX}*") if p.is_dir() and (p / STATE_FILE).is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: RunState, recipe: Recipe) -> Path:

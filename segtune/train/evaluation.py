@@ -12,8 +12,9 @@ from ..metrics import MeanIoU
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, labels: LabelSpec,
-             inference: InferenceConfig) -> dict:
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, labels: LabelSpec, inference: InferenceConfig
+) -> dict:
     """mIoU and friends (evaluate's `mean_iou` keys, plus `confusion_matrix`) over the whole evaluation split.
 
     Each sample is predicted (whole, sliding window or TTA), its scores resized to the label's native

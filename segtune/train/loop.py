@@ -74,7 +74,9 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
             num_steps=recipe.train.gradient_accumulation_steps, sync_with_dataloader=False
         ),
         log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(recipe.output_dir), logging_dir=str(recipe.output_dir / "runs")),
+        project_config=ProjectConfiguration(
+            project_dir=str(recipe.output_dir), logging_dir=str(recipe.output_dir / "runs")
+        ),
         # The schedule counts optimizer steps; Accelerate must not advance it once per process.
         step_scheduler_with_optimizer=False,
         dataloader_config=DataLoaderConfiguration(even_batches=True),
@@ -95,7 +97,9 @@ def check_output_dir(output_dir: Path, resume: str | None, overwrite: bool) -> N
     if resume:
         return
     if (output_dir / FINISHED_MARKER).exists():
-        raise TrainingError(f"{output_dir} already holds a finished run ({FINISHED_MARKER}); pass --overwrite to replace it")
+        raise TrainingError(
+            f"{output_dir} already holds a finished run ({FINISHED_MARKER}); pass --overwrite to replace it"
+        )
     if list_checkpoints(output_dir):
         raise TrainingError(
             f"{output_dir} holds checkpoints of an unfinished run; pass --resume latest to continue it or --overwrite"
@@ -256,13 +260,23 @@ def checkpoint(run: Run) -> Path:
 
 def periodic_eval(run: Run) -> dict:
     """Evaluate, log, and track the best mIoU."""
-    results = evaluate(run.model, run.eval_loader, run.accelerator, run.data.labels, InferenceConfig.from_eval(run.recipe.eval))
+    results = evaluate(
+        run.model, run.eval_loader, run.accelerator, run.data.labels, InferenceConfig.from_eval(run.recipe.eval)
+    )
     miou = float(results["mean_iou"])
     if run.state.best_miou is None or miou > run.state.best_miou:
         run.state.best_miou, run.state.best_step = miou, run.state.step
-    log(run, {"eval/mean_iou": miou, "eval/mean_accuracy": float(results["mean_accuracy"]),
-              "eval/overall_accuracy": float(results["overall_accuracy"])})
-    run.accelerator.print(f"step {run.state.step}: mIoU {miou:.4f} (best {run.state.best_miou:.4f} at step {run.state.best_step})")
+    log(
+        run,
+        {
+            "eval/mean_iou": miou,
+            "eval/mean_accuracy": float(results["mean_accuracy"]),
+            "eval/overall_accuracy": float(results["overall_accuracy"]),
+        },
+    )
+    run.accelerator.print(
+        f"step {run.state.step}: mIoU {miou:.4f} (best {run.state.best_miou:.4f} at step {run.state.best_step})"
+    )
     return results
 
 
@@ -289,8 +303,14 @@ def loop(run: Run) -> dict | None:
     results = None
     batches = micro_batches(run)
     # mininterval: a few redraws a second at most, so logs of non-interactive runs stay readable.
-    bar = tqdm(total=t.max_steps, initial=run.state.step, disable=not run.accelerator.is_main_process,
-               desc="training", dynamic_ncols=True, mininterval=2.0)
+    bar = tqdm(
+        total=t.max_steps,
+        initial=run.state.step,
+        disable=not run.accelerator.is_main_process,
+        desc="training",
+        dynamic_ncols=True,
+        mininterval=2.0,
+    )
     while run.state.step < t.max_steps:
         run.step_start = capture_step_start(run.model)
         loss = train_step(run, batches)
@@ -315,8 +335,10 @@ def _save_on_interrupt(run: Run, reason: str, cause: BaseException | None = None
     try:
         path = checkpoint(run) if run.state.step > 0 else None
     except Exception as error:  # e.g. the disk is full: the previous checkpoints are untouched
-        raise TrainingError(f"training {reason} at step {run.state.step}; saving a checkpoint failed too "
-                            f"({type(error).__name__}: {error}); resume from {_latest_name(run)}") from cause
+        raise TrainingError(
+            f"training {reason} at step {run.state.step}; saving a checkpoint failed too "
+            f"({type(error).__name__}: {error}); resume from {_latest_name(run)}"
+        ) from cause
     where = f"; saved {path}, continue with --resume latest" if path else ""
     raise TrainingError(f"training {reason} at step {run.state.step}{where}") from cause
 

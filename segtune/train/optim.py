@@ -40,12 +40,15 @@ def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
         head = name.startswith(HEAD_PREFIX)
         plain = name in no_decay
         key = f"{'head' if head else 'encoder'}{'_no_decay' if plain else ''}"
-        group = groups.setdefault(key, {
-            "name": key,
-            "params": [],
-            "lr": optim.lr * (optim.head_lr_mult if head else 1.0),
-            "weight_decay": optim.norm_weight_decay if plain else optim.weight_decay,
-        })
+        group = groups.setdefault(
+            key,
+            {
+                "name": key,
+                "params": [],
+                "lr": optim.lr * (optim.head_lr_mult if head else 1.0),
+                "weight_decay": optim.norm_weight_decay if plain else optim.weight_decay,
+            },
+        )
         group["params"].append(parameter)
     return list(groups.values())
 
@@ -57,7 +60,9 @@ def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over `warmup_steps`, then (1 - t/T)^power decay to `min_lr` at `max_steps`.
 
     transformers' schedule scales every group by the same factor, so the head keeps its 10x.

@@ -45,8 +45,13 @@ def metrics_document(results: dict, run: Run) -> dict:
     names = run.data.labels.id2label
     document = json_ready(results)
     document["per_category_iou_by_name"] = {names[i]: v for i, v in enumerate(document["per_category_iou"])}
-    document.update(step=run.state.step, best_mean_iou=run.state.best_miou, best_step=run.state.best_step,
-                    eval_mode=run.recipe.eval.mode, num_eval_samples=len(run.data.eval))
+    document.update(
+        step=run.state.step,
+        best_mean_iou=run.state.best_miou,
+        best_step=run.state.best_step,
+        eval_mode=run.recipe.eval.mode,
+        num_eval_samples=len(run.data.eval),
+    )
     return document
 
 
@@ -63,7 +68,9 @@ def sample_grid(run: Run, model: torch.nn.Module):
         if item is None:  # skipped under data.skip_invalid
             continue
         label = item["labels"]
-        prediction = predict_labels(model.eval(), item["pixel_values"].unsqueeze(0).to(device), inference, tuple(label.shape))
+        prediction = predict_labels(
+            model.eval(), item["pixel_values"].unsqueeze(0).to(device), inference, tuple(label.shape)
+        )
         samples.append((item["image"], label, prediction[0].cpu()))
     return prediction_grid(samples, run.data.labels.palette, run.data.labels.ignore_index) if samples else None
 
@@ -79,7 +86,7 @@ def write_outputs(run: Run, results: dict) -> None:
         model.save_pretrained(out)
         run.data.processor.save_pretrained(out)
         table = per_class_table(results, run.data.labels.id2label)
-        (out / TABLE_FILE).write_text(table + "\n")
+        (out / TABLE_FILE).write_text(per_class_table(results, run.data.labels.id2label, markdown=True) + "\n")
         grid = sample_grid(run, model)
         if grid is not None:
             grid.save(out / GRID_FILE)

@@ -135,7 +135,9 @@ class MixTransformerConfig(BackboneConfigMixin, PreTrainedConfig):
                     f"(one per stage, num_encoder_blocks={self.num_encoder_blocks}), found {len(values)}: {values}"
                 )
             if any(v <= 0 for v in values):
-                raise MixTransformerConfigError(f"MixTransformerConfig.{name}: expected positive values, found {values}")
+                raise MixTransformerConfigError(
+                    f"MixTransformerConfig.{name}: expected positive values, found {values}"
+                )
         for stage, (size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
             if size % heads:
                 raise MixTransformerConfigError(

@@ -111,7 +111,9 @@ def mix_transformer_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
         else:
             converted[(prefix if new.startswith("stages.") else "") + new] = tensor
     if unknown:
-        raise CheckpointError(f"Segformer state dict: {len(unknown)} keys have no MixTransformer counterpart: {unknown[:8]}")
+        raise CheckpointError(
+            f"Segformer state dict: {len(unknown)} keys have no MixTransformer counterpart: {unknown[:8]}"
+        )
     for target, (key, value) in pending.items():
         if key is None or value is None:
             raise CheckpointError(f"Segformer state dict: {target} needs both key and value projections, found one")
@@ -142,7 +144,9 @@ def segformer_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
         else:
             converted[(prefix if new.startswith("stages.") else "") + new] = tensor
     if unknown:
-        raise CheckpointError(f"MixTransformer state dict: {len(unknown)} keys have no Segformer counterpart: {unknown[:8]}")
+        raise CheckpointError(
+            f"MixTransformer state dict: {len(unknown)} keys have no Segformer counterpart: {unknown[:8]}"
+        )
     return converted
 
 
@@ -155,14 +159,19 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     expected = model.state_dict()
     unexpected = sorted(set(state_dict) - set(expected))
     if unexpected:
-        raise CheckpointError(f"{source}: {len(unexpected)} keys do not exist in {type(model).__name__}: {unexpected[:8]}")
+        raise CheckpointError(
+            f"{source}: {len(unexpected)} keys do not exist in {type(model).__name__}: {unexpected[:8]}"
+        )
     wrong = [
         f"{key}: expected {tuple(expected[key].shape)}, found {tuple(tensor.shape)}"
         for key, tensor in state_dict.items()
         if tuple(tensor.shape) != tuple(expected[key].shape)
     ]
     if wrong:
-        raise CheckpointError(f"{source} does not fit {type(model).__name__} ({model.config_class.__name__} differs?): " + "; ".join(wrong[:8]))
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__} ({model.config_class.__name__} differs?): "
+            + "; ".join(wrong[:8])
+        )
     return sorted(set(expected) - set(state_dict))
 
 
@@ -172,7 +181,11 @@ def _load_stock(path: str | os.PathLike, hub: dict[str, Any]) -> tuple[Segformer
     architecture = (config.architectures or ["SegformerModel"])[0]
     stock_class = _STOCK_CLASSES.get(architecture, SegformerModel)
     model, info = stock_class.from_pretrained(path, config=config, output_loading_info=True, **hub)
-    problems = {k: sorted(map(str, v)) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    problems = {
+        k: sorted(map(str, v))
+        for k, v in info.items()
+        if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v
+    }
     if problems:
         raise CheckpointError(f"{path}: the Segformer checkpoint does not load cleanly as {architecture}: {problems}")
     return config, model.state_dict()

@@ -204,7 +204,9 @@ class MixTransformerPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d) and module is getattr(getattr(self, "decode_head", None), "classifier", None):
+        elif isinstance(module, nn.Conv2d) and module is getattr(
+            getattr(self, "decode_head", None), "classifier", None
+        ):
             # mmseg's decode heads start their classifier at std 0.01: small logits, a calm first step.
             init.normal_(module.weight, mean=0.0, std=0.01)
             init.zeros_(module.bias)
@@ -429,7 +431,9 @@ class MixTransformerBackbone(BackboneMixin, MixTransformerModel):
             feature_maps=tuple(
                 h for name, h in zip(self.stage_names, encoded.hidden_states) if name in self.out_features
             ),
-            hidden_states=encoded.hidden_states if _default(output_hidden_states, self.config.output_hidden_states) else None,
+            hidden_states=encoded.hidden_states
+            if _default(output_hidden_states, self.config.output_hidden_states)
+            else None,
             attentions=encoded.attentions,
         )
         return output if _default(return_dict, self.config.return_dict) else output.to_tuple()
