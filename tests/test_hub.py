@@ -216,3 +216,11 @@ def test_pull_through_olah(olah_env, run_copy):
     pulled = AutoModelForSemanticSegmentation.from_pretrained(REPO)
     local = AutoModelForSemanticSegmentation.from_pretrained(run_copy)
     torch.testing.assert_close(logits(pulled), logits(local), atol=0, rtol=0)
+
+
+def test_unknown_repo_gets_a_clear_error(hub_env):
+    from segtune.errors import CheckpointError
+    from segtune.models.loading import load_for_inference
+
+    with pytest.raises(CheckpointError, match=r"user/no-such-model: cannot load the model: .*not a valid model identifier"):
+        load_for_inference("user/no-such-model")

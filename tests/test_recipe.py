@@ -125,3 +125,17 @@ def test_yaml_no_stays_a_string_for_text_fields(tmp_path):
 
 def test_defaults_live_in_one_place():
     assert Recipe().optim.lr == 6e-5 and Recipe().augment.ratio_range == (0.5, 2.0)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_recipe_builds_its_model_from_random_weights(name):
+    from segtune.models.build import build_model
+
+    recipe = load_recipe(name, ["model.init=random"])
+    labels = {i: f"class_{i}" for i in range({"cityscapes.yaml": 19, "ade20k.yaml": 150}.get(name, 6))}
+    model = build_model(recipe.model, labels)
+    assert type(model).__name__ == "MixTransformerForSemanticSegmentation" and model.training
+    assert model.config.num_labels == len(labels) and model.config.depths == [2, 2, 2, 2]
+    assert model.config.drop_path_rate == recipe.model.drop_path_rate
+    segformer = build_model(load_recipe(name, ["model.init=random", "model.arch=segformer"]).model, labels)
+    assert type(segformer).__name__ == "SegformerForSemanticSegmentation"

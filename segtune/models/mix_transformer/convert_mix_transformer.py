@@ -78,6 +78,19 @@ def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str | None:
     return None
 
 
+def _put(converted: dict, unknown: list, key: str, new: str | None, prefix: str, tensor: torch.Tensor) -> None:
+    """Store `tensor` under its renamed key (encoder keys keep the model prefix), or note `key` as unknown."""
+    if new is None:
+        unknown.append(key)
+    else:
+        converted[(prefix if new.startswith("stages.") else "") + new] = tensor
+
+
+def _refuse_unknown(unknown: list[str], source: str, target: str) -> None:
+    if unknown:
+        raise CheckpointError(f"{source} state dict: {len(unknown)} keys have no {target} counterpart: {unknown[:8]}")
+
+
 def _strip(key: str, prefix: str) -> tuple[str, bool]:
     return (key[len(prefix) :], True) if key.startswith(prefix) else (key, False)
 
@@ -105,15 +118,8 @@ def mix_transformer_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
             target = prefix + _OURS_KV.format(s=kv["s"], b=kv["b"]) + kv["rest"]
             pending.setdefault(target, [None, None])[slot] = tensor
             continue
-        new = _rename(bare, _FORWARD)
-        if new is None:
-            unknown.append(key)
-        else:
-            converted[(prefix if new.startswith("stages.") else "") + new] = tensor
-    if unknown:
-        raise CheckpointError(
-            f"Segformer state dict: {len(unknown)} keys have no MixTransformer counterpart: {unknown[:8]}"
-        )
+        _put(converted, unknown, key, _rename(bare, _FORWARD), prefix, tensor)
+    _refuse_unknown(unknown, "Segformer", "MixTransformer")
     for target, (key, value) in pending.items():
         if key is None or value is None:
             raise CheckpointError(f"Segformer state dict: {target} needs both key and value projections, found one")
@@ -138,15 +144,8 @@ def segformer_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
             converted[prefix + _HF_K.format(s=kv["s"], b=kv["b"]) + kv["rest"]] = key_part
             converted[prefix + _HF_V.format(s=kv["s"], b=kv["b"]) + kv["rest"]] = value_part
             continue
-        new = _rename(bare, _BACKWARD)
-        if new is None:
-            unknown.append(key)
-        else:
-            converted[(prefix if new.startswith("stages.") else "") + new] = tensor
-    if unknown:
-        raise CheckpointError(
-            f"MixTransformer state dict: {len(unknown)} keys have no Segformer counterpart: {unknown[:8]}"
-        )
+        _put(converted, unknown, key, _rename(bare, _BACKWARD), prefix, tensor)
+    _refuse_unknown(unknown, "MixTransformer", "Segformer")
     return converted
 
 
