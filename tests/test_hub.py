@@ -224,3 +224,15 @@ def test_unknown_repo_gets_a_clear_error(hub_env):
 
     with pytest.raises(CheckpointError, match=r"user/no-such-model: cannot load the model: .*not a valid model identifier"):
         load_for_inference("user/no-such-model")
+
+
+def test_recipe_pushes_at_the_end_of_training(hub_env, tmp_path):
+    from segtune.train import train
+    from tests.conftest import TINY_RUN
+
+    out = tmp_path / "run"
+    recipe = load_recipe("demo.yaml", [*TINY_RUN, "train.max_steps=2", f"train.output_dir={out}", "hub.push=true",
+                                       "hub.repo_id=user/pushed-by-recipe", "hub.private=true"])
+    train(recipe)
+    assert hub_env.repo("user/pushed-by-recipe").private
+    assert hub_env.stored_file("user/pushed-by-recipe", "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

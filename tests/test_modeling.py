@@ -164,6 +164,11 @@ class TestMixTransformerForSemanticSegmentation(MixTransformerTester):
         )  # ... its 4*D input never
         assert (4 * 32, 25 * 33) not in log.shapes and (2, 4 * 32, 25 * 33) not in log.shapes
 
+    def test_traces_as_one_graph_for_torch_compile(self, pixel_values):
+        model = self.build(drop_path_rate=0.2).train()
+        explanation = torch._dynamo.explain(model)(pixel_values, labels=torch.randint(0, 5, (2, 97, 131)))
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0)
+
     def test_ignore_index_comes_from_the_config(self, pixel_values):
         model = self.build(semantic_loss_ignore_index=3)
         labels = torch.full((2, 97, 131), 3)

@@ -171,3 +171,11 @@ def test_command_line_errors_are_clear(capsys):
     assert "recipe 'nope.yaml' not found" in capsys.readouterr().err
     assert finetune_main(["--recipe", "demo.yaml", "--set", "optim.lr=-1"]) == 1
     assert "optim.lr: expected positive, found -1.0" in capsys.readouterr().err
+
+
+def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):
+    out = tmp_path / "run"
+    results = train(tiny_recipe(out, "train.mixed_precision=bf16", "train.max_grad_norm=1.0",
+                                "train.gradient_accumulation_steps=2", "train.reference_batch_size=4"))
+    assert 0 <= float(results["mean_iou"]) <= 1
+    assert {str(t.dtype) for t in final_weights(out).values()} == {"torch.float32", "torch.int64"}  # fp32 master weights

@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -68,6 +69,10 @@ class Run:
 def make_accelerator(recipe: Recipe) -> Accelerator:
     """Accelerator for this recipe: precision, accumulation, trackers, optional torch.compile."""
     trackers = [t for t in recipe.logging.report_to if t != "none"]
+    # Accelerate keeps one global state per process; a second run in the same process (a notebook, a
+    # sweep) with another precision would be refused. The distributed part (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(
         mixed_precision=recipe.train.mixed_precision,
         # Accumulate by count only: syncing early at each epoch's end would put two optimizer steps in
