@@ -156,6 +156,24 @@ def nvlabs_to_mmseg1(nvlabs_state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
+# First lines of a script for a fresh interpreter in which `import segtune` fails, as on a machine
+# without segtune: only what a checkpoint carries (remote code) can be used.
+BLOCK_SEGTUNE = """
+import sys
+
+class BlockSegtune:
+    def find_spec(self, name, path=None, target=None):
+        if name == "segtune" or name.startswith("segtune."):
+            raise ImportError("segtune is blocked in this process")
+
+sys.meta_path.insert(0, BlockSegtune())
+try:
+    import segtune
+    raise SystemExit("segtune was importable")
+except ImportError:
+    pass
+"""
+
 # A run small enough for a test: 64 px synthetic scenes, batch 2, a few steps, no trackers.
 TINY_RUN = [
     "data.synthetic.num_train=8",

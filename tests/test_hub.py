@@ -25,6 +25,7 @@ from segtune.errors import HubError
 from segtune.hub import PENDING_FILE, push
 from segtune.models.build import build_model
 from segtune.recipe import load_recipe
+from tests.conftest import BLOCK_SEGTUNE
 
 REPO = "user/tiny-segformer"
 MODEL_FILES = {
@@ -99,16 +100,8 @@ def test_pulled_model_matches_the_local_one(hub_env, run_copy):
     assert found[0]["mask"].size == (80, 64)
 
 
-NO_SEGTUNE = textwrap.dedent(
+NO_SEGTUNE = BLOCK_SEGTUNE + textwrap.dedent(
     """
-    import sys
-
-    class BlockSegtune:
-        def find_spec(self, name, path=None, target=None):
-            if name == "segtune" or name.startswith("segtune."):
-                raise ImportError("segtune is blocked")
-
-    sys.meta_path.insert(0, BlockSegtune())
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation, pipeline

@@ -25,27 +25,13 @@ from segtune import (
     MixTransformerForSemanticSegmentation,
     MixTransformerModel,
 )
-from tests.conftest import tiny_config
+from tests.conftest import BLOCK_SEGTUNE, tiny_config
 
 REMOTE_CODE_FILES = {"configuration_mix_transformer.py", "modeling_mix_transformer.py", "convert_mix_transformer.py"}
 
 # Runs in a fresh interpreter where `import segtune` fails: only the files saved with the checkpoint exist.
-NO_SEGTUNE = textwrap.dedent(
+NO_SEGTUNE = BLOCK_SEGTUNE + textwrap.dedent(
     """
-    import sys
-
-    class BlockSegtune:
-        def find_spec(self, name, path=None, target=None):
-            if name == "segtune" or name.startswith("segtune."):
-                raise ImportError("segtune is blocked in this process")
-
-    sys.meta_path.insert(0, BlockSegtune())
-    try:
-        import segtune
-        raise SystemExit("segtune was importable")
-    except ImportError:
-        pass
-
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 
