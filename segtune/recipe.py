@@ -184,6 +184,10 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its dotted key (`optim.lr`), `data.id2label` kept as one mapping."""
+        return dict(_flatten(self.to_dict()))
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

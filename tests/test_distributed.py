@@ -54,15 +54,7 @@ def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
         "no",
         "--main_process_port",
         str(_free_port()),
-        FINETUNE,
-        "--recipe",
-        "demo.yaml",
-        "--output_dir",
-        str(out),
-        "--set",
-        *TINY_RUN,
-        "data.synthetic.num_eval=5",
-        "train.max_steps=2",
+        *_finetune_args(out, "data.synthetic.num_eval=5", "train.max_steps=2"),
     ]
     result = subprocess.run(command, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -76,22 +68,20 @@ def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
     assert "Grad strides do not match bucket view strides" not in result.stderr  # DDP buckets need no copies
 
 
-def _finetune(out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        FINETUNE,
-        "--recipe",
-        "demo.yaml",
-        "--output_dir",
-        str(out),
-        "--set",
-        *TINY_RUN,
+def _finetune_args(out: Path, *overrides: str) -> list[str]:
+    """`segtune/finetune.py` and its arguments for a tiny demo run into `out`."""
+    return [FINETUNE, "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN, *overrides]
+
+
+def _finetune(out: Path, *flags: str) -> list[str]:
+    """A 10-step run of 128 px scenes, long enough to be killed between checkpoints."""
+    overrides = (
         "data.synthetic.image_size=128",
         "augment.scale=[128,128]",
         "augment.crop_size=128",
         "train.max_steps=10",
-        *extra,
-    ]
+    )
+    return [sys.executable, *_finetune_args(out, *overrides), *flags]
 
 
 @pytest.mark.slow
@@ -110,10 +100,7 @@ def test_killed_after_a_checkpoint_then_resumed_equals_a_straight_run(tmp_path):
     assert process.returncode == -signal.SIGKILL and not (out / "metrics.json").exists()
 
     resumed = subprocess.run(
-        _finetune(
-            out,
-        )
-        + ["--resume"],
+        _finetune(out, "--resume"),
         env=_env(),
         capture_output=True,
         text=True,

@@ -49,13 +49,14 @@ def make_loader(
     shuffle: bool = False,
     drop_last: bool = False,
     collate_fn: Callable | None = None,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
     """A DataLoader with segtune's defaults.
 
     `collate_fn` defaults to `eval_collate` for an EvalDataset and `train_collate` otherwise. Workers
     persist across epochs (no re-fork per epoch); memory is pinned when CUDA is available. Training
     passes its own `sampler` of integer keys (epoch * len + index); augmentation depends on the key alone,
-    so batches are identical for any `num_workers`.
+    so batches are identical for any `num_workers`. `generator` seeds the workers (default: the global RNG).
     """
     if collate_fn is None:
         collate_fn = eval_collate if isinstance(dataset, EvalDataset) else train_collate
@@ -69,4 +70,5 @@ def make_loader(
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        generator=generator,
     )

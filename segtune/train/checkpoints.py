@@ -14,6 +14,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
 from accelerate import Accelerator
 
 from ..errors import TrainingError
@@ -114,26 +115,14 @@ def resolve_resume(output_dir: Path, resume: str) -> Path:
     return path
 
 
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key != "id2label":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_same_recipe(checkpoint: Path, recipe: Recipe) -> None:
     """Refuse to resume a checkpoint trained with a recipe that would change the weights.
 
     Raises:
         TrainingError: naming each differing key with both values.
     """
-    import yaml
-
-    saved = _flat(recipe_from_dict(yaml.safe_load((checkpoint / RECIPE_FILE).read_text())).to_dict())
-    current = _flat(recipe.to_dict())
+    saved = recipe_from_dict(yaml.safe_load((checkpoint / RECIPE_FILE).read_text())).flat()
+    current = recipe.flat()
     differing = [
         f"{key}: checkpoint {saved.get(key)!r}, now {current.get(key)!r}"
         for key in sorted(set(saved) | set(current))

@@ -24,7 +24,7 @@ from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, s
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import SegmentationData, build_datasets, eval_collate, train_collate
+from ..data import SegmentationData, build_datasets, make_loader
 from ..errors import TrainingError
 from ..inference import InferenceConfig
 from ..models.build import build_model
@@ -126,7 +126,7 @@ def use_cpu_cores(num_processes: int) -> None:
     """Give a lone CPU process the machine's cores.
 
     Without `--cpu`, `accelerate launch` exports OMP_NUM_THREADS=1 (right for one process per GPU);
-    on a machine without a GPU that leaves one process on one core, 1.5x slower here on 2 cores.
+    on a machine without a GPU that leaves one process on one core, 1.35x slower for the demo here on 2 cores.
     `accelerate launch --cpu` would use the physical cores: do the same.
     """
     launched_by_accelerate = "ACCELERATE_USE_CPU" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ
@@ -162,19 +162,16 @@ def check_schedule(recipe: Recipe) -> None:
 def make_loaders(data: SegmentationData, recipe: Recipe) -> tuple[DataLoader, DataLoader]:
     """Training loader over `EpochSampler` keys, and the evaluation loader."""
     workers = recipe.data.num_workers
-    common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-    train = DataLoader(
+    train = make_loader(
         data.train,
-        batch_size=recipe.train.per_device_batch_size,
+        recipe.train.per_device_batch_size,
+        workers,
         sampler=EpochSampler(len(data.train), recipe.train.seed),
         drop_last=True,  # equal batches: BatchNorm statistics and the schedule stay comparable
-        collate_fn=train_collate,
         # Worker seeds come from this generator, not from the global RNG dropout draws from.
         generator=torch.Generator().manual_seed(recipe.train.seed),
-        **common,
     )
-    evaluation = DataLoader(data.eval, batch_size=recipe.eval.batch_size, collate_fn=eval_collate, **common)
-    return train, evaluation
+    return train, make_loader(data.eval, recipe.eval.batch_size, workers)
 
 
 def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
@@ -421,20 +418,9 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
 
 
 def _tracker_config(recipe: Recipe) -> dict:
-    """Trackers take flat scalars: dotted keys, lists as strings."""
-    flat: dict[str, Any] = {}
-
-    def visit(values: dict, prefix: str) -> None:
-        for key, value in values.items():
-            if isinstance(value, dict) and key != "id2label":
-                visit(value, f"{prefix}{key}.")
-            elif value is None or isinstance(value, (int, float, str, bool)):
-                flat[f"{prefix}{key}"] = value
-            else:
-                flat[f"{prefix}{key}"] = str(value)
-
-    visit(recipe.to_dict(), "")
-    return flat
+    """Trackers take flat scalars: dotted keys, anything else as a string."""
+    scalar = (int, float, str, bool, type(None))
+    return {key: value if isinstance(value, scalar) else str(value) for key, value in recipe.flat().items()}
 
 
 __all__ = ["Run", "make_accelerator", "train"]
