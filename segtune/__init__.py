@@ -1,36 +1,31 @@
 """segtune: fine-tune SegFormer semantic-segmentation models on Hugging Face transformers.
 
-Importing segtune registers the MixTransformer classes with the transformers Auto classes.
+    import segtune
+    from segtune import MixTransformerForSemanticSegmentation   # loads the model code and registers
+                                                                # it with the transformers Auto classes
+    masks = segtune.segment("outputs/demo", ["a.jpg"])          # class-index maps, any checkpoint
+
+`import segtune` itself is light (no torch): the public names below are imported on first use, so the
+command lines can check a recipe before loading torch. Using any model name, or anything that builds or
+loads a model, registers the MixTransformer classes with AutoConfig, AutoModel, AutoBackbone and
+AutoModelForSemanticSegmentation (`segtune.models.auto`).
 """
 
-from transformers import (
-    AutoBackbone,
-    AutoConfig,
-    AutoModel,
-    AutoModelForSemanticSegmentation,
-)
-
-from .models.mix_transformer import (
-    MixTransformerBackbone,
-    MixTransformerConfig,
-    MixTransformerForSemanticSegmentation,
-    MixTransformerModel,
-)
-
-from .predict import predict
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-AutoConfig.register(MixTransformerConfig.model_type, MixTransformerConfig, exist_ok=True)
-AutoModel.register(MixTransformerConfig, MixTransformerModel, exist_ok=True)
-AutoBackbone.register(MixTransformerConfig, MixTransformerBackbone, exist_ok=True)
-AutoModelForSemanticSegmentation.register(MixTransformerConfig, MixTransformerForSemanticSegmentation, exist_ok=True)
+_EXPORTS = {
+    "MixTransformerBackbone": ".models",
+    "MixTransformerConfig": ".models",
+    "MixTransformerForSemanticSegmentation": ".models",
+    "MixTransformerModel": ".models",
+    "MeanIoU": ".metrics",
+    "Recipe": ".recipe",
+    "load_recipe": ".recipe",
+    "segment": ".inference",
+    "train": ".train",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "MixTransformerBackbone",
-    "MixTransformerConfig",
-    "MixTransformerForSemanticSegmentation",
-    "MixTransformerModel",
-    "__version__",
-    "predict",
-]
+__all__ = ["__version__", *_EXPORTS]

@@ -1,7 +1,12 @@
-"""One exception type per kind of user mistake. Each message names the file or key, what was
-expected and what was found."""
+"""One exception type per kind of user mistake, and the test that tells a user's mistake from a bug.
 
-from .models.mix_transformer import CheckpointError, MixTransformerConfigError
+Each message names the file or key, what was expected and what was found. This module imports nothing
+heavy: the recipe layer and every command line read it before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import sys
 
 
 class SegtuneError(Exception):
@@ -17,24 +22,29 @@ class DatasetError(SegtuneError, ValueError):
 
 
 class TrainingError(SegtuneError, RuntimeError):
-    """A run that cannot start or continue: output directory, resume, non-finite loss."""
+    """A run that cannot start or continue: output directory, resume, non-finite loss, interruption."""
 
 
 class HubError(SegtuneError, RuntimeError):
     """A push or pull that failed: login, repo, missing file."""
 
 
-# Everything a command line reports as "error: ..." and exit status 1, rather than a traceback. The two
-# model errors live with the model code, which must import without segtune (Hub remote code).
-USER_ERRORS = (SegtuneError, CheckpointError, MixTransformerConfigError)
+# The model package defines its own two errors, because it must import without segtune (Hub remote code).
+_MODEL_PACKAGE = "segtune.models.mix_transformer"
+_MODEL_ERRORS = ("CheckpointError", "MixTransformerConfigError")
 
-__all__ = [
-    "USER_ERRORS",
-    "CheckpointError",
-    "DatasetError",
-    "HubError",
-    "MixTransformerConfigError",
-    "RecipeError",
-    "SegtuneError",
-    "TrainingError",
-]
+
+def is_user_error(error: BaseException) -> bool:
+    """True for a mistake the user can fix from its one-line message (a command prints "error: ..." and
+    exits 1); False for a bug, which must keep its traceback.
+
+    The model errors are looked up only if the model package was imported: if it was not, nothing can
+    have raised them, and this module stays free of torch.
+    """
+    if isinstance(error, SegtuneError):
+        return True
+    models = sys.modules.get(_MODEL_PACKAGE)
+    return models is not None and isinstance(error, tuple(getattr(models, name) for name in _MODEL_ERRORS))
+
+
+__all__ = ["DatasetError", "HubError", "RecipeError", "SegtuneError", "TrainingError", "is_user_error"]

@@ -15,15 +15,15 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
-import logging  # noqa: E402
 
-from segtune.errors import USER_ERRORS  # noqa: E402
+from segtune.cli import ArgumentParser, run, setup_logging  # noqa: E402
 from segtune.recipe import available_recipes, load_recipe  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Fine-tune a SegFormer from a recipe.",
+    parser = ArgumentParser(
+        "segtune.finetune",
+        "Fine-tune a SegFormer from a recipe.",
         epilog=f"shipped recipes: {', '.join(available_recipes())}",
     )
     parser.add_argument("--recipe", required=True, help="a shipped recipe name (e.g. cityscapes.yaml) or a path")
@@ -47,20 +47,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the recipe; return the process exit status (0 on success)."""
+    """Run the recipe; return the process exit status (0 on success, 1 on a user error)."""
     args = parse_args(argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        recipe = load_recipe(args.recipe, args.set)
+    setup_logging()
+
+    def finetune() -> None:
+        recipe = load_recipe(args.recipe, args.set)  # validated before torch is even imported
         if args.output_dir:
             recipe.train.output_dir = args.output_dir
-        from segtune.train import train  # heavy imports after the recipe is known to be valid
+        from segtune.train import train
 
         train(recipe, resume=args.resume, overwrite=args.overwrite)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+
+    return run(finetune)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
+from . import run_dir
 from .errors import HubError
 from .metrics import per_class_table
-from .recipe import Recipe, recipe_from_dict
+from .recipe import ARCHS, Recipe, recipe_from_dict
 
-FORMATS = ("mix_transformer", "segformer")
-RUN_FILES = ("recipe.yaml", "metrics.json", "per_class_iou.md", "predictions.png")
 MODEL_SUFFIXES = (".safetensors", ".json", ".py")
-PENDING_FILE = ".push_pending.json"
+MODEL_CONFIG = "config.json"
 NVIDIA_LICENSE_LINK = "https://github.com/NVlabs/SegFormer/blob/master/LICENSE"
 
 
@@ -40,15 +39,16 @@ def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
     Raises:
         HubError: the directory is not a finished segtune run (names the missing file).
     """
-    needed = [output_dir / name for name in ("config.json", "recipe.yaml", "metrics.json")]
+    needed = [output_dir / name for name in (MODEL_CONFIG, run_dir.RECIPE, run_dir.METRICS)]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise HubError(f"{output_dir}: not a finished segtune run; missing {missing} (train it to the end first)")
-    recipe = recipe_from_dict(yaml.safe_load((output_dir / "recipe.yaml").read_text()), str(output_dir / "recipe.yaml"))
+    recipe_file = output_dir / run_dir.RECIPE
+    recipe = recipe_from_dict(yaml.safe_load(recipe_file.read_text()), str(recipe_file))
     return (
         recipe,
-        json.loads((output_dir / "metrics.json").read_text()),
-        json.loads((output_dir / "config.json").read_text()),
+        json.loads((output_dir / run_dir.METRICS).read_text()),
+        json.loads((output_dir / MODEL_CONFIG).read_text()),
     )
 
 
@@ -124,7 +124,7 @@ With segtune installed (`pip install segtune`):
 
 ```python
 import segtune
-masks = segtune.predict("{repo_id}", ["image.jpg"])
+masks = segtune.segment("{repo_id}", ["image.jpg"])
 ```
 
 With plain transformers{" (the model code comes with the checkpoint)" if remote else ""}:
@@ -137,7 +137,7 @@ model = AutoModelForSemanticSegmentation.from_pretrained("{repo_id}"{load_kwargs
 segmenter = pipeline("image-segmentation", model="{repo_id}"{load_kwargs})
 ```
 
-The training recipe is `recipe.yaml`; the final evaluation is `metrics.json`; `predictions.png` shows
+The training recipe is `{run_dir.RECIPE}`; the final evaluation is `{run_dir.METRICS}`; `{run_dir.GRID}` shows
 image, ground truth and prediction for validation samples.
 
 ## Licence
@@ -167,11 +167,11 @@ def stage(output_dir: Path, staging: Path, format: str) -> None:
             if (
                 path.is_file()
                 and path.suffix in MODEL_SUFFIXES
-                and path.name not in RUN_FILES
-                and path.name != PENDING_FILE
+                and path.name not in run_dir.RESULT_FILES
+                and path.name != run_dir.PUSH_PENDING
             ):
                 shutil.copy2(path, staging / path.name)
-    for name in RUN_FILES:
+    for name in run_dir.RESULT_FILES:
         if (output_dir / name).is_file():
             shutil.copy2(output_dir / name, staging / name)
 
@@ -196,12 +196,12 @@ def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> N
     if overwrite:
         return
     try:
-        existing = json.loads(Path(api.hf_hub_download(repo_id, "config.json")).read_text())
+        existing = json.loads(Path(api.hf_hub_download(repo_id, MODEL_CONFIG)).read_text())
     except (RepositoryNotFoundError, EntryNotFoundError):
         return
     theirs = (existing.get("model_type"), existing.get("id2label"))
     ours = (config.get("model_type"), config.get("id2label"))
-    if theirs != ours and not (existing.get("model_type") in FORMATS and existing.get("id2label") == ours[1]):
+    if theirs != ours and not (existing.get("model_type") in ARCHS and existing.get("id2label") == ours[1]):
         raise HubError(
             f"{repo_id} already holds another model (model_type {theirs[0]!r} with {len(theirs[1] or {})} labels; "
             f"pushing {ours[0]!r} with {len(ours[1] or {})} labels): pass --overwrite to replace it"
@@ -227,13 +227,14 @@ def push(
     """
     output_dir = Path(output_dir)
     recipe, metrics, config = _read_run(output_dir)
-    pending = json.loads((output_dir / PENDING_FILE).read_text()) if (output_dir / PENDING_FILE).is_file() else {}
+    pending_file = output_dir / run_dir.PUSH_PENDING
+    pending = json.loads(pending_file.read_text()) if pending_file.is_file() else {}
     repo_id = repo_id or pending.get("repo_id") or recipe.hub.repo_id
     if not repo_id:
         raise HubError(f"{output_dir}: no repo id: pass --repo-id user/name or set hub.repo_id in the recipe")
     format = format or pending.get("format") or recipe.hub.format
-    if format not in FORMATS:
-        raise HubError(f"--format: expected one of {list(FORMATS)}, found {format!r}")
+    if format not in ARCHS:
+        raise HubError(f"--format: expected one of {list(ARCHS)}, found {format!r}")
     private = recipe.hub.private if private is None else private
     api = HfApi()
     _check_login(api)
@@ -246,7 +247,7 @@ def push(
             f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
             f"{output_dir}: run `python -m segtune.push {output_dir}` to retry"
         ) from error
-    (output_dir / PENDING_FILE).unlink(missing_ok=True)
+    pending_file.unlink(missing_ok=True)
     return url
 
 
@@ -280,4 +281,4 @@ def _record_pending(output_dir: Path, repo_id: str, format: str, error: Exceptio
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "error": type(error).__name__,
     }
-    (output_dir / PENDING_FILE).write_text(json.dumps(record, indent=2))
+    (output_dir / run_dir.PUSH_PENDING).write_text(json.dumps(record, indent=2))

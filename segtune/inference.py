@@ -1,35 +1,32 @@
-"""Whole-image, sliding-window and multi-scale + flip (TTA) prediction.
+"""Prediction: whole-image, sliding-window and multi-scale + flip (TTA), from pixels or from image files.
 
-Every function returns class scores at the resolution of the image it was given; callers resize
-those to the label's native resolution before the argmax, so scoring never uses a resized label.
+    scores = predict_scores(model, pixel_values, EvalConfig(mode="slide"))     # (B, K, H, W) at input size
+    masks = segtune.segment("outputs/demo", ["a.jpg", "b.jpg"], mode="slide")   # (H, W) class maps per image
+
+How to predict is one `EvalConfig` (`recipe.eval`): its defaults are the paper's, and the evaluation,
+`segment` and `python -m segtune.predict` all read them from there. Every score function returns class
+scores at the resolution of the image it was given; callers resize those to the label's native
+resolution before the argmax, so scoring never uses a resized label.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from .errors import DatasetError
+from .models.loading import load_for_inference, load_processor
 from .recipe import EvalConfig
 
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How to turn an image into class scores (mirrors `EvalConfig`)."""
-
-    mode: str = "whole"  # whole | slide
-    crop_size: tuple[int, int] = (1024, 1024)
-    stride: tuple[int, int] = (768, 768)
-    tta: bool = False
-    tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-    tta_flip: bool = True
-    window_batch: int = 4  # sliding windows per forward pass
-
-    @classmethod
-    def from_eval(cls, config: EvalConfig) -> InferenceConfig:
-        return cls(config.mode, config.crop_size, config.stride, config.tta, config.tta_scales, config.tta_flip)
+ImageInput = str | Path | Image.Image
 
 
 def _upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -77,14 +74,14 @@ def slide_logits(
     return total / count
 
 
-def _logits(model: nn.Module, pixel_values: torch.Tensor, config: InferenceConfig) -> torch.Tensor:
+def _logits(model: nn.Module, pixel_values: torch.Tensor, config: EvalConfig) -> torch.Tensor:
     if config.mode == "slide":
         return slide_logits(model, pixel_values, config.crop_size, config.stride, config.window_batch)
     return whole_logits(model, pixel_values)
 
 
 @torch.inference_mode()
-def predict_scores(model: nn.Module, pixel_values: torch.Tensor, config: InferenceConfig) -> torch.Tensor:
+def predict_scores(model: nn.Module, pixel_values: torch.Tensor, config: EvalConfig) -> torch.Tensor:
     """Class scores (B, K, H, W) at the input resolution: logits, or with TTA the mean softmax
     over scales and flips (as mmseg's SegTTAModel)."""
     if not config.tta:
@@ -102,9 +99,78 @@ def predict_scores(model: nn.Module, pixel_values: torch.Tensor, config: Inferen
 
 
 def predict_labels(
-    model: nn.Module, pixel_values: torch.Tensor, config: InferenceConfig, label_size: tuple[int, int] | None = None
+    model: nn.Module, pixel_values: torch.Tensor, config: EvalConfig, label_size: tuple[int, int] | None = None
 ) -> torch.Tensor:
     """(B, H', W') class indices, with scores resized to `label_size` (the native label resolution)
     before the argmax."""
     scores = predict_scores(model, pixel_values, config)
     return _upsample(scores, label_size or scores.shape[-2:]).argmax(dim=1)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto`: CUDA, then Apple MPS, then CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def open_image(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a path or an image.
+
+    Raises:
+        DatasetError: the file cannot be read as an image (named).
+    """
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise DatasetError(f"{image}: cannot read the image ({error})") from None
+
+
+def segment(
+    model: str | Path | nn.Module,
+    images: Sequence[ImageInput],
+    *,
+    processor: Any = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    **settings: Any,
+) -> list[np.ndarray]:
+    """Class-index maps (H, W), one per image, at each image's own size.
+
+    `model` is a checkpoint directory or Hub id (its saved image processor does the preprocessing), or
+    a loaded model, with its `processor` (default: the one saved in `model.name_or_path`, else
+    transformers' `SegformerImageProcessor`). `settings` are `EvalConfig` fields (`mode="slide"`,
+    `crop_size`, `stride`, `tta=True`, ...), defaulting to its values. Images of equal size are batched.
+
+    Raises:
+        DatasetError: an image cannot be read (named).
+        CheckpointError: the model cannot be loaded.
+        TypeError: a setting that is not an `EvalConfig` field.
+    """
+    if isinstance(model, (str, Path)):
+        model, processor = load_for_inference(str(model))
+    elif processor is None:
+        processor = load_processor(model)
+    config = dataclasses.replace(EvalConfig(), **settings)
+    target = pick_device(device)
+    model = model.to(target).eval()
+    opened = [open_image(image) for image in images]
+    results: list[np.ndarray | None] = [None] * len(opened)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(opened):
+        by_size.setdefault(image.size, []).append(index)
+    for indices in by_size.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            pixels = processor([opened[i] for i in chunk], return_tensors="pt")["pixel_values"].to(target)
+            width, height = opened[chunk[0]].size
+            for i, label in zip(chunk, predict_labels(model, pixels, config, (height, width)).cpu().numpy()):
+                results[i] = label
+    return results

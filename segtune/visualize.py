@@ -18,14 +18,14 @@ ImageLike = torch.Tensor | np.ndarray | Image.Image
 def as_image_tensor(image: ImageLike) -> torch.Tensor:
     """(3, H, W) uint8 from a PIL image, an (H, W, 3) array, or a (3, H, W) tensor."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(image.convert("RGB"))  # a writable copy: torch warns on read-only buffers
     if isinstance(image, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     return image
 
 
 def as_mask_tensor(mask: torch.Tensor | np.ndarray | Image.Image) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+    return mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.array(mask))
 
 
 def palette_for(config) -> list[list[int]]:
@@ -39,13 +39,13 @@ def palette_for(config) -> list[list[int]]:
 def colorize(
     mask: torch.Tensor | np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255
 ) -> torch.Tensor:
-    """(H, W) class indices -> (3, H, W) uint8 RGB; ignored and out-of-palette pixels are black.
+    """(H, W) class indices -> (3, H, W) uint8 RGB; `ignore_index` and out-of-palette pixels are black.
 
     `to_pil(colorize(...))` gives a PIL image.
     """
     table = torch.tensor([list(c) for c in palette] + [list(IGNORE_COLOUR)], dtype=torch.uint8)
     index = as_mask_tensor(mask).long().clone()
-    index[(index < 0) | (index >= len(palette))] = len(palette)
+    index[(index < 0) | (index >= len(palette)) | (index == ignore_index)] = len(palette)
     return table[index].permute(2, 0, 1)
 
 

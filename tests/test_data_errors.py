@@ -182,7 +182,7 @@ def test_skip_invalid_skips_and_counts(tmp_path):
     data = build_datasets(folder_recipe(broken_folder(tmp_path), "data.skip_invalid=true"))
     assert data.skipped.count == 1  # the unpaired image, dropped while listing
     item = data.train[1]  # corrupt: replaced by the next valid sample, augmented with key 1's draw
-    assert item["pixel_values"].shape == (3, 32, 32)
+    assert item["image"].shape == (3, 32, 32)
     assert data.eval[0] is None
     assert data.skipped.count == 3
     assert data.skipped.summary() == "skipped 3 invalid samples (listing: 1, train: 1, validation: 1)"
@@ -233,4 +233,5 @@ def test_check_passes_a_clean_dataset_from_the_command_line(tmp_path):
 def test_skipped_train_sample_keeps_batches_full(tmp_path):
     data = build_datasets(folder_recipe(broken_folder(tmp_path), "data.skip_invalid=true"))
     batch = next(iter(make_loader(data.train, batch_size=3, sampler=[0, 1, 2])))
-    assert batch["pixel_values"].shape[0] == 3 and torch.isfinite(batch["pixel_values"]).all()
+    pixel_values, _ = data.preprocess(batch)
+    assert pixel_values.shape[0] == 3 and torch.isfinite(pixel_values).all()

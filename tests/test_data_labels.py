@@ -61,10 +61,11 @@ def test_ignore_index_cannot_be_a_class():
         spec(3, ignore_index=2)
 
 
-def test_non_byte_ignore_index_gives_int64_masks():
+def test_non_byte_ignore_index_gives_int16_masks():
     labels = spec(ignore_index=-100)
-    assert labels.mask_dtype == torch.int64
-    assert labels.encode(np.array([[0, 2]], dtype=np.uint8), "m").dtype == torch.int64
+    assert labels.mask_dtype == torch.int16
+    assert labels.encode(np.array([[0, 2]], dtype=np.uint8), "m").tolist() == [[0, 2]]
+    assert labels.encode(np.array([[0, 2]], dtype=np.uint8), "m").dtype == torch.int16
 
 
 def test_class_counts_histogram_has_ignored_last():

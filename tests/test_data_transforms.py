@@ -7,8 +7,13 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+import torchvision.transforms.v2.functional as F
+from torchvision.transforms import v2
+
 from segtune.data import LabelSpec, build_datasets, eval_collate, make_loader, train_collate
-from segtune.data.transforms import PhotoMetricDistortion, RandomResizeCrop, rotate_hue
+from segtune.data.preprocess import photometric_distortion, rotate_hue
+from segtune.data.transforms import PHOTOMETRIC_PARAMS, RandomResizeCrop, draw_photometric
+from segtune.errors import DatasetError
 from tests.data_fixtures import isolated_datasets_cache, make_folder, recipe, save  # noqa: F401 (fixture)
 
 
@@ -21,27 +26,64 @@ def folder_data(folder, *overrides):
     return build_datasets(recipe("data.source=folder", f"data.path={folder}", "data.num_labels=3", *overrides))
 
 
-def test_train_item_shapes_and_dtypes(folder):
+def test_train_item_is_compact_uint8_with_its_photometric_draw(folder):
     item = folder_data(folder).train[0]
-    assert item["pixel_values"].dtype == torch.float32 and item["pixel_values"].shape == (3, 32, 32)
-    assert item["labels"].dtype == torch.int64 and item["labels"].shape == (32, 32)
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 32, 32)
+    assert item["labels"].dtype == torch.uint8 and item["labels"].shape == (32, 32)
     assert set(item["labels"].unique().tolist()) <= {0, 1, 2, 255}
+    assert item["photometric"].dtype == torch.float32 and item["photometric"].shape == (len(PHOTOMETRIC_PARAMS),)
+    assert item["valid_size"].dtype == torch.int32 and item["valid_size"].shape == (2,)
 
 
-def test_small_images_are_padded_with_zero_and_ignore(folder):
+def test_a_1024_crop_crosses_the_worker_boundary_in_under_4_2_mb(folder):
+    """The issue's bar: 3 + 1 bytes a pixel, instead of float32 pixels and int64 labels (20 MB)."""
+    data = folder_data(folder, "augment.crop_size=[1024,1024]")
+    loader = make_loader(data.train, batch_size=2, num_workers=1, sampler=[0, 1])
+    batch = next(iter(loader))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (2, 3, 1024, 1024)
+    assert batch["labels"].dtype == torch.uint8 and batch["labels"].shape == (2, 1024, 1024)
+    per_sample = sum(t.numel() * t.element_size() for t in batch.values()) / 2
+    assert per_sample <= 4.2e6, per_sample
+
+
+def test_wide_label_sets_cross_as_int16(tmp_path):
+    labels = LabelSpec({i: str(i) for i in range(300)}, ignore_index=-100)
+    assert labels.mask_dtype == torch.int16
+    assert LabelSpec({0: "a"}, ignore_index=255).mask_dtype == torch.uint8
+    assert LabelSpec({0: "a"}, ignore_index=-1).mask_dtype == torch.int16
+    assert LabelSpec({i: str(i) for i in range(40_000)}, ignore_index=-1).mask_dtype == torch.int32
+
+
+def test_padding_is_zero_and_ignored_after_preprocessing(folder):
     # 24x32 scenes fit inside scale (64, 32) at ratio 1: 32x43, padded to the 48x48 crop
-    data = folder_data(folder, "augment.crop_size=[48,48]", "augment.ratio_range=[1,1]", "augment.photometric=false")
+    data = folder_data(folder, "augment.crop_size=[48,48]", "augment.ratio_range=[1,1]")
     item = data.train[3]
+    assert item["valid_size"].tolist() == [32, 43]
     assert (item["labels"][32:] == 255).all() and (item["labels"][:, 43:] == 255).all()
     assert (item["labels"][:32, :43] != 255).all()
-    assert (item["pixel_values"][:, 32:] == 0).all() and (item["pixel_values"][:, :, 43:] == 0).all()
+    assert (item["image"][:, 32:] == 0).all() and (item["image"][:, :, 43:] == 0).all()
+    pixel_values, labels = data.preprocess(train_collate([item]))
+    assert pixel_values.dtype == torch.float32 and labels.dtype == torch.int64
+    assert (pixel_values[0, :, 32:] == 0).all() and (pixel_values[0, :, :, 43:] == 0).all()  # the mean colour
+    assert (pixel_values[0, :, :32, :43] != 0).any()
+
+
+def test_preprocessing_normalises_like_the_image_processor(folder):
+    data = folder_data(folder, "augment.photometric=false")
+    batch = train_collate([data.train[k] for k in range(4)])
+    pixel_values, labels = data.preprocess(batch)
+    expected = v2.Normalize(data.processor.image_mean, data.processor.image_std)(batch["image"].float() / 255)
+    for out, reference, (height, width) in zip(pixel_values, expected, batch["valid_size"].tolist()):
+        assert torch.allclose(out[:, :height, :width], reference[:, :height, :width], atol=1e-6)
+    assert torch.equal(labels, batch["labels"].long())
 
 
 def test_same_key_same_item_and_keys_wrap(folder):
     data = folder_data(folder)
     first, again = data.train[7], data.train[7]
-    assert torch.equal(first["pixel_values"], again["pixel_values"]) and torch.equal(first["labels"], again["labels"])
-    assert not torch.equal(data.train[7]["pixel_values"], data.train[11]["pixel_values"])  # same sample, new draw
+    for key in first:
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(data.train[7]["image"], data.train[11]["image"])  # same sample, new draw
     fixed = folder_data(
         folder,
         "augment.ratio_range=[1,1]",
@@ -49,14 +91,14 @@ def test_same_key_same_item_and_keys_wrap(folder):
         "augment.photometric=false",
         "augment.crop_size=[32,43]",
     )
-    assert torch.equal(fixed.train[1]["pixel_values"], fixed.train[1 + 4 * 3]["pixel_values"])  # key % len
+    assert torch.equal(fixed.train[1]["image"], fixed.train[1 + 4 * 3]["image"])  # key % len
 
 
 def test_seed_changes_the_draws_and_global_rng_is_untouched(folder):
     state = torch.get_rng_state()
-    a = folder_data(folder, "train.seed=0").train[2]["pixel_values"]
-    b = folder_data(folder, "train.seed=1").train[2]["pixel_values"]
-    assert not torch.equal(a, b)
+    a = folder_data(folder, "train.seed=0").train[2]
+    b = folder_data(folder, "train.seed=1").train[2]
+    assert not (torch.equal(a["image"], b["image"]) and torch.equal(a["photometric"], b["photometric"]))
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -70,7 +112,7 @@ def test_items_do_not_depend_on_workers(folder):
 
     serial, parallel = batches(0), batches(2)
     for a, b in zip(serial, parallel):
-        assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_image_and_mask_stay_aligned(tmp_path):
@@ -86,17 +128,13 @@ def test_image_and_mask_stay_aligned(tmp_path):
         "augment.ratio_range=[1,1]",
         "augment.scale=[32,24]",
         "augment.crop_size=[16,20]",
-        "augment.photometric=false",
         "augment.flip_prob=0.5",
         "augment.cat_max_ratio=1",
     )
-    mean = torch.tensor(data.processor.image_mean)[:, None, None]
-    std = torch.tensor(data.processor.image_std)[:, None, None]
     for key in range(12):
         item = data.train[key]
-        pixels = ((item["pixel_values"] * std + mean) * 255).round()[0]
         labelled = item["labels"] != 255
-        assert torch.equal(pixels[labelled], item["labels"][labelled].float() * 100)
+        assert torch.equal(item["image"][0][labelled], item["labels"][labelled] * 100)
 
 
 @pytest.mark.parametrize(("ratio", "expected"), [(0.5, (50, 100)), (1.0, (100, 200)), (2.0, (200, 400))])
@@ -137,27 +175,79 @@ def test_cat_max_ratio_redraws_dominated_crops():
     assert balanced_share(0.75) > 4 * balanced_share(1.0) > 0
 
 
-def test_photometric_distortion_changes_pixels_within_range():
+def _reference_distortion(image: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """mmseg's PhotoMetricDistortion for one (3, H, W) image in [0, 1], step by step with torchvision."""
+    brightness, contrast_first, contrast, saturation, hue = params.tolist()
+    image = (image + brightness).clamp(0, 1)
+    if contrast_first:
+        image = (image * contrast).clamp(0, 1)
+    image = F.adjust_saturation(image, saturation)
+    if hue:
+        image = rotate_hue(image[None], torch.tensor([hue]))[0]
+    if not contrast_first:
+        image = (image * contrast).clamp(0, 1)
+    return image
+
+
+def test_batched_photometric_distortion_equals_the_per_image_steps():
     torch.manual_seed(0)
-    step = PhotoMetricDistortion(32 / 255, (0.5, 1.5), (0.5, 1.5), 0.1)
-    image = tv_tensors.Image(torch.rand(3, 16, 16))
-    mask = tv_tensors.Mask(torch.ones(16, 16, dtype=torch.uint8))
-    changed = 0
-    for _ in range(10):
-        out, out_mask = step(image.clone(), mask)
-        assert out.min() >= 0 and out.max() <= 1 and torch.equal(out_mask, mask)
-        changed += not torch.allclose(out, image)
-    assert changed >= 8  # each of four steps applies with probability 0.5
+    augment = recipe().augment
+    params = torch.stack([draw_photometric(augment) for _ in range(16)])
+    images = torch.rand(16, 3, 8, 8)
+    batched = photometric_distortion(images.clone(), params)
+    for image, row, out in zip(images, params, batched):
+        assert torch.allclose(out, _reference_distortion(image, row), atol=1e-6)
+    assert batched.min() >= 0 and batched.max() <= 1
+    assert (params[:, 0] == 0).any() and (params[:, 0] != 0).any()  # each step taken or not, by its coin
+
+
+def test_identity_parameters_leave_the_image_unchanged():
+    identity = draw_photometric(recipe("augment.photometric=false").augment)
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.equal(photometric_distortion(images.clone(), identity.expand(2, -1)), images)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_photometric_draws_follow_mmsegs_order(seed):
+    """mmseg draws: brightness coin and delta, contrast mode, contrast coin and factor, saturation, hue."""
+    augment = recipe().augment
+    torch.manual_seed(seed)
+    drawn = draw_photometric(augment).tolist()
+    torch.manual_seed(seed)
+
+    def coin():
+        return bool(torch.rand(()) < 0.5)
+
+    def uniform(low, high):
+        return float(torch.empty(()).uniform_(low, high))
+
+    brightness = uniform(-augment.brightness, augment.brightness) if coin() else 0.0
+    contrast_first = float(coin())
+    contrast = uniform(*augment.contrast) if coin() else 1.0
+    saturation = uniform(*augment.saturation) if coin() else 1.0
+    hue = uniform(-augment.hue, augment.hue) if coin() else 0.0
+    assert drawn == pytest.approx([brightness, contrast_first, contrast, saturation, hue])
 
 
 def test_rotate_hue_keeps_grey_and_turns_red_towards_yellow():
-    grey = torch.full((3, 2, 2), 0.4)
-    assert torch.allclose(rotate_hue(grey.clone(), 0.1), grey, atol=1e-6)
-    colour = torch.rand(3, 4, 4)
-    assert torch.allclose(rotate_hue(colour.clone(), 0.0), colour, atol=1e-6)
-    red = torch.tensor([0.8, 0.2, 0.2])[:, None, None]
-    turned = rotate_hue(red.clone(), 0.08).flatten()
+    grey = torch.full((1, 3, 2, 2), 0.4)
+    assert torch.allclose(rotate_hue(grey.clone(), torch.tensor([0.1])), grey, atol=1e-6)
+    colour = torch.rand(1, 3, 4, 4)
+    assert torch.allclose(rotate_hue(colour.clone(), torch.tensor([0.0])), colour, atol=1e-6)
+    red = torch.tensor([0.8, 0.2, 0.2])[None, :, None, None]
+    turned = rotate_hue(red.clone(), torch.tensor([0.08])).flatten()
     assert turned[1] > 0.2 and turned[2] < 0.2  # green up, blue down: towards yellow, as an HSV hue shift
+
+
+def test_a_bad_file_read_in_a_worker_is_one_line_naming_it(folder):
+    data = folder_data(folder)
+    broken = sorted((folder / "train" / "images").iterdir())[1]
+    broken.write_bytes(b"not a png")
+    loader = make_loader(data.train, batch_size=2, num_workers=1, sampler=[0, 1])
+    with pytest.raises(DatasetError) as caught:
+        data.preprocess(next(iter(loader)))
+    message = str(caught.value)
+    assert broken.name in message and "\n" not in message and "Caught" not in message and "Traceback" not in message
 
 
 def test_eval_item_keeps_native_labels(folder):
@@ -171,7 +261,8 @@ def test_eval_item_keeps_native_labels(folder):
 def test_collation_and_loaders(folder):
     data = folder_data(folder)
     batch = train_collate([data.train[0], data.train[1]])
-    assert batch["pixel_values"].shape == (2, 3, 32, 32) and batch["labels"].shape == (2, 32, 32)
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["labels"].shape == (2, 32, 32)
+    assert batch["photometric"].shape == (2, 5) and batch["valid_size"].shape == (2, 2)
     same = eval_collate([data.eval[0], data.eval[1], None])
     assert same["labels"].shape == (2, 24, 32) and same["image"].shape == (2, 3, 24, 32)
     small = dict(data.eval[2], labels=torch.zeros(5, 5, dtype=torch.long))

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import segtune
-from segtune.evaluate import evaluate_checkpoint
+from segtune.evaluation import evaluate_checkpoint
 from segtune.recipe import load_recipe
 from tests.conftest import TINY_RUN
 

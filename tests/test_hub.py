@@ -22,7 +22,8 @@ from transformers import (
 )
 
 from segtune.errors import HubError
-from segtune.hub import PENDING_FILE, push
+from segtune.hub import push
+from segtune.run_dir import PUSH_PENDING as PENDING_FILE
 from segtune.models.build import build_model
 from segtune.recipe import load_recipe
 from tests.conftest import BLOCK_SEGTUNE
@@ -212,7 +213,7 @@ def test_pull_through_olah(olah_env, run_copy):
 
 
 def test_unknown_repo_gets_a_clear_error(hub_env):
-    from segtune.errors import CheckpointError
+    from segtune.models import CheckpointError
     from segtune.models.loading import load_for_inference
 
     with pytest.raises(CheckpointError, match=r"user/no-such-model: cannot load the model: .*not a valid model identifier"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from segtune.inference import InferenceConfig, predict_labels, predict_scores, slide_logits, whole_logits, window_grid
+from segtune.recipe import EvalConfig
+from segtune.inference import predict_labels, predict_scores, slide_logits, whole_logits, window_grid
 
 
 class Pointwise(nn.Module):
@@ -45,7 +46,7 @@ def test_slide_equals_whole_for_a_pointwise_model():
 
 def test_predict_labels_resizes_scores_to_the_native_label_size():
     model, pixels = Pointwise(), torch.randn(1, 3, 32, 48)
-    labels = predict_labels(model, pixels, InferenceConfig(), label_size=(64, 96))
+    labels = predict_labels(model, pixels, EvalConfig(), label_size=(64, 96))
     assert labels.shape == (1, 64, 96) and labels.dtype == torch.int64
     upsampled = torch.nn.functional.interpolate(
         whole_logits(model, pixels), size=(64, 96), mode="bilinear", align_corners=False
@@ -55,10 +56,10 @@ def test_predict_labels_resizes_scores_to_the_native_label_size():
 
 def test_tta_averages_softmax_over_scales_and_flips():
     model, pixels = Pointwise(), torch.randn(1, 3, 32, 32)
-    config = InferenceConfig(tta=True, tta_scales=(1.0,), tta_flip=True)
+    config = EvalConfig(tta=True, tta_scales=(1.0,), tta_flip=True)
     scores = predict_scores(model, pixels, config)
     torch.testing.assert_close(scores, whole_logits(model, pixels).softmax(1))  # flip-equivariant model
-    multi = predict_scores(model, pixels, InferenceConfig(tta=True, tta_scales=(0.5, 1.0, 1.5)))
+    multi = predict_scores(model, pixels, EvalConfig(tta=True, tta_scales=(0.5, 1.0, 1.5)))
     assert multi.shape == (1, 4, 32, 32)
     torch.testing.assert_close(multi.sum(1), torch.ones(1, 32, 32))
 
@@ -69,6 +70,6 @@ def test_real_model_any_size(mode):
     from tests.conftest import tiny_config
 
     model = MixTransformerForSemanticSegmentation(tiny_config()).eval()
-    config = InferenceConfig(mode=mode, crop_size=(64, 64), stride=(48, 48))
+    config = EvalConfig(mode=mode, crop_size=(64, 64), stride=(48, 48))
     labels = predict_labels(model, torch.randn(1, 3, 97, 131), config, label_size=(97, 131))
     assert labels.shape == (1, 97, 131) and int(labels.max()) < 5

@@ -1,4 +1,4 @@
-"""Inference for users: `segtune.predict`, `python -m segtune.predict` and `python -m segtune.evaluate`."""
+"""Inference for users: `segtune.segment`, `python -m segtune.predict` and `python -m segtune.evaluate`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
 
 import segtune
-from segtune.evaluate import evaluate_checkpoint
+from segtune.evaluation import evaluate_checkpoint
 from segtune.evaluate import main as evaluate_main
 from segtune.models.mix_transformer import MixTransformerConfig
 from segtune.predict import main as predict_main
@@ -43,11 +43,11 @@ def reference_labels(run, image: Image.Image) -> np.ndarray:
 
 def test_predict_api_returns_class_maps_at_each_image_size(finished_run, images):
     opened = [Image.open(p).convert("RGB") for p in images]
-    masks = segtune.predict(str(finished_run), [opened[0], images[1], images[2]], batch_size=2)
+    masks = segtune.segment(str(finished_run), [opened[0], images[1], images[2]], batch_size=2)
     assert [m.shape for m in masks] == [(64, 96), (50, 70), (64, 96)]
     for mask, image in zip(masks, opened):
         np.testing.assert_array_equal(mask, reference_labels(finished_run, image))
-    slid = segtune.predict(str(finished_run), images[:1], mode="slide", crop_size=(32, 32), stride=(24, 24))
+    slid = segtune.segment(str(finished_run), images[:1], mode="slide", crop_size=(32, 32), stride=(24, 24))
     assert slid[0].shape == (64, 96) and slid[0].max() < 6
 
 

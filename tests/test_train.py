@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -109,24 +110,38 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
         assert torch.equal(straight[key], resumed[key]), key
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def _nan_at_call(monkeypatch, call: int) -> None:
     calls = {"n": 0}
     real = MixTransformerForSemanticSegmentation.loss
 
     def loss_turning_nan(self, logits, labels):
         calls["n"] += 1
         value = real(self, logits, labels)
-        return value * float("nan") if calls["n"] == 3 else value
+        return value * float("nan") if calls["n"] == call else value
 
     monkeypatch.setattr(MixTransformerForSemanticSegmentation, "loss", loss_turning_nan)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _nan_at_call(monkeypatch, 3)
     out = tmp_path / "run"
-    with pytest.raises(TrainingError, match=r"loss is nan at step 3: stopping.*step-00000002"):
+    with pytest.raises(TrainingError, match=r"loss was NaN or infinite at step 3: stopping at step 3.*step-00000002"):
         train(tiny_recipe(out))
     assert [p.name for p in list_checkpoints(out)] == ["step-00000002"]
-    assert not (out / "metrics.json").exists()
+    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
 
 
-def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkeypatch):
+def test_non_finite_loss_between_logging_steps_is_never_checkpointed(tmp_path, monkeypatch):
+    """The loss is read back only at logging steps; a checkpoint due before the next one checks first."""
+    _nan_at_call(monkeypatch, 3)
+    out = tmp_path / "run"
+    recipe = tiny_recipe(out, "train.max_steps=8", "train.logging_steps=8", "train.eval_steps=8", "train.save_steps=4")
+    with pytest.raises(TrainingError, match=r"loss was NaN or infinite at step 3: stopping at step 4"):
+        train(recipe)
+    assert list_checkpoints(out) == [] and not (out / "model.safetensors").exists()
+
+
+def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real = loop.Accelerator.save_state
     calls = {"n": 0}
@@ -139,11 +154,9 @@ def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkey
         return real(self, output_dir, **kwargs)
 
     monkeypatch.setattr(loop.Accelerator, "save_state", failing_save)
-    with pytest.raises(
-        TrainingError,
-        match=r"stopped by OSError: No space left on device.*saving a checkpoint failed too.*step-00000002",
-    ):
+    with pytest.raises(OSError, match="No space left on device"):  # the original error, with its traceback
         train(tiny_recipe(out))
+    assert re.search(r"stopped at step 4 by OSError; saving a checkpoint failed too.*step-00000002", capsys.readouterr().err)
     [kept] = list_checkpoints(out)
     assert kept.name == "step-00000002" and len(load_file(kept / "model.safetensors")) > 0
 

@@ -4,6 +4,7 @@
 
     data = build_datasets(recipe)                       # sources -> LabelSpec -> torch datasets
     train_loader = make_loader(data.train, batch_size, num_workers, sampler=key_sampler)
+    pixel_values, labels = data.preprocess(batch)       # a training batch, on its device
     eval_loader = make_loader(data.eval, recipe.eval.batch_size, num_workers)
     data.labels.num_labels, data.labels.id2label, data.labels.ignore_index   # for model, loss, metric
     data.processor.save_pretrained(output_dir)          # inference preprocessing, saved with the model
@@ -15,37 +16,39 @@
 | labels.py     | LabelSpec: names, palette, ignore index, reduce_labels / id mapping once |
 | decode.py     | reading one stored image or mask, errors naming the file                |
 | processing.py | the SegformerImageProcessor (normalisation, eval resize)                |
-| transforms.py | mmseg training augmentation on torchvision v2, keyed by (seed, key)     |
+| transforms.py | mmseg training geometry on torchvision v2 in the worker, keyed by (seed, key) |
+| preprocess.py | the training batch on the device: photometric, normalisation, padding    |
 | build.py      | recipe -> SegmentationData (train / eval datasets, skip counter)        |
 | loaders.py    | collation and DataLoaders                                               |
 | check.py      | `python -m segtune.data check`: histogram and problems                  |
+
+The names below are imported on first use, so `segtune.recipe` can read the source registry
+(`segtune.data.sources.SOURCES`) without loading torch.
 """
 
-from .build import EvalDataset, SegmentationData, SkipCounter, TrainDataset, build_datasets, label_spec
-from .check import CheckReport, check_dataset
-from .labels import LabelSpec, default_palette
-from .loaders import eval_collate, make_loader, train_collate
-from .processing import build_image_processor
-from .sources import Source, load_source
-from .transforms import TrainTransform, item_seed
+from ..lazy import lazy_exports
 
-__all__ = [
-    "CheckReport",
-    "EvalDataset",
-    "LabelSpec",
-    "SegmentationData",
-    "SkipCounter",
-    "Source",
-    "TrainDataset",
-    "TrainTransform",
-    "build_datasets",
-    "build_image_processor",
-    "check_dataset",
-    "default_palette",
-    "eval_collate",
-    "item_seed",
-    "label_spec",
-    "load_source",
-    "make_loader",
-    "train_collate",
-]
+_EXPORTS = {
+    "EvalDataset": ".build",
+    "SegmentationData": ".build",
+    "SkipCounter": ".build",
+    "TrainDataset": ".build",
+    "build_datasets": ".build",
+    "label_spec": ".build",
+    "CheckReport": ".check",
+    "check_dataset": ".check",
+    "LabelSpec": ".labels",
+    "default_palette": ".labels",
+    "eval_collate": ".loaders",
+    "make_loader": ".loaders",
+    "train_collate": ".loaders",
+    "TrainBatchPreprocessor": ".preprocess",
+    "build_image_processor": ".processing",
+    "Source": ".sources.base",
+    "load_source": ".sources",
+    "TrainTransform": ".transforms",
+    "item_seed": ".transforms",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

@@ -25,6 +25,7 @@ from ..errors import DatasetError
 from ..recipe import DataConfig, Recipe
 from .decode import check_same_size, describe, read_image, read_mask
 from .labels import LabelSpec, resolve_id2label
+from .preprocess import TrainBatchPreprocessor
 from .processing import build_image_processor, eval_pixel_values
 from .sources import IMAGE, LABEL, Source, load_source
 from .transforms import TrainTransform
@@ -118,8 +119,9 @@ class _SplitDataset(torch.utils.data.Dataset):
 class TrainDataset(_SplitDataset):
     """Augmented training items for ANY key >= 0: sample `key % len(self)`, randomness from (seed, key).
 
-    Item: {"pixel_values": float32 (3, *crop_size) normalised, "labels": int64 (*crop_size)}, padding
-    labelled with the ignore index. Under skip_invalid an invalid sample is replaced by the next valid one.
+    Item: the compact sample of `TrainTransform` ({"image": uint8 (3, *crop_size), "labels": train ids
+    (*crop_size), "photometric", "valid_size"}), which `TrainBatchPreprocessor` turns into model inputs on
+    the training device. Under skip_invalid an invalid sample is replaced by the next valid one.
     """
 
     _encode_labels = False  # the pipeline maps labels after cropping (EncodeLabels)
@@ -142,8 +144,7 @@ class TrainDataset(_SplitDataset):
         for offset in range(n):
             sample = self._read((key + offset) % n)
             if sample is not None:
-                pixel_values, labels = self.transform(sample[IMAGE], sample[LABEL], key)
-                return {"pixel_values": pixel_values, "labels": labels}
+                return self.transform(sample[IMAGE], sample[LABEL], key)
         raise DatasetError(f"split {self.split!r}: every sample is invalid (see the warnings above)")
 
 
@@ -179,13 +180,17 @@ class EvalDataset(_SplitDataset):
 
 @dataclass
 class SegmentationData:
-    """Everything the loop needs from the data layer."""
+    """Everything the loop needs from the data layer.
+
+    `preprocess` turns a training batch (on its device) into `(pixel_values, labels)` for the model.
+    """
 
     train: TrainDataset
     eval: EvalDataset
     labels: LabelSpec
     processor: SegformerImageProcessor
     skipped: SkipCounter
+    preprocess: TrainBatchPreprocessor
     source: Source | None = field(default=None, repr=False)
 
 
@@ -204,13 +209,13 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
     skipped = SkipCounter({data.train_split: len(train), data.eval_split: len(evaluation)}, source.skipped)
     skip = skipped if data.skip_invalid else None
     processor = build_image_processor(recipe)
-    transform = TrainTransform(recipe.augment, processor.image_mean, processor.image_std, labels, seed)
     return SegmentationData(
-        train=TrainDataset(train, data.train_split, labels, transform, skip),
+        train=TrainDataset(train, data.train_split, labels, TrainTransform(recipe.augment, labels, seed), skip),
         eval=EvalDataset(evaluation, data.eval_split, labels, processor, skip),
         labels=labels,
         processor=processor,
         skipped=skipped,
+        preprocess=TrainBatchPreprocessor(processor.image_mean, processor.image_std, recipe.augment.photometric),
         source=source,
     )
 

@@ -80,9 +80,15 @@ class LabelSpec:
 
     @property
     def mask_dtype(self) -> torch.dtype:
-        """uint8 while every train id and the ignore index fit in it (4-8x less to resize and copy), else int64."""
-        fits = self.num_labels <= 255 and 0 <= self.ignore_index <= 255
-        return torch.uint8 if fits else torch.int64
+        """The narrowest of uint8, int16, int32 holding every train id and the ignore index.
+
+        Masks cross from DataLoader workers in it: uint8 (most datasets) is 8x less to move than int64.
+        """
+        for dtype in (torch.uint8, torch.int16, torch.int32):
+            info = torch.iinfo(dtype)
+            if self.num_labels - 1 <= info.max and info.min <= self.ignore_index <= info.max:
+                return dtype
+        return torch.int64
 
     @cached_property
     def lut(self) -> np.ndarray:

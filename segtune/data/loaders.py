@@ -1,29 +1,59 @@
 """Collation and DataLoaders.
 
-Training batches are stacked tensors. Evaluation keeps native resolution, so sizes may differ within a
-batch: `eval_collate` stacks a key when every sample in the batch has the same shape for it and returns
-a list of per-sample tensors otherwise (decided per key and per batch). Consumers handle both:
+Training batches are the compact samples of `TrainTransform` stacked by torch's `default_collate`, which
+writes a worker's batch straight into shared memory. Evaluation keeps native resolution, so sizes may
+differ within a batch: `eval_collate` stacks a key when every sample in the batch has the same shape for
+it and returns a list of per-sample tensors otherwise (decided per key and per batch). Consumers handle
+both:
 
     for batch in eval_loader:
         for labels in batch["labels"]:   # iterating a (B, H, W) tensor or a list gives (H, W) tensors
             ...
+
+A DatasetError raised inside a worker would reach the main process wrapped in torch's worker traceback.
+The loaders carry its one-line message in the batch instead (`{"error": message}`), and the consumer
+raises it there (`preprocess.raise_carried_error`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from ..errors import DatasetError
 from .build import EvalDataset
+from .preprocess import ERROR_KEY
 
-Batch = dict[str, torch.Tensor | list[torch.Tensor]]
+Batch = dict[str, Any]
 
 
-def train_collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """{"pixel_values": float32 (B, 3, h, w), "labels": int64 (B, h, w)}."""
-    return {key: torch.stack([s[key] for s in samples]) for key in ("pixel_values", "labels")}
+class CarryErrors(Dataset):
+    """`dataset`, with a DatasetError of an item returned as `{"error": message}` instead of raised."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int) -> Any:
+        try:
+            return self.dataset[key]
+        except DatasetError as error:
+            return {ERROR_KEY: str(error)}
+
+
+def _carried(samples: list) -> Batch | None:
+    errors = [s[ERROR_KEY] for s in samples if isinstance(s, dict) and ERROR_KEY in s]
+    return {ERROR_KEY: errors[0]} if errors else None
+
+
+def train_collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
+    """{"image": uint8 (B, 3, h, w), "labels": (B, h, w), "photometric": (B, 5), "valid_size": (B, 2)}."""
+    return _carried(samples) or default_collate(samples)
 
 
 def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
@@ -32,6 +62,9 @@ def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
     Samples skipped under `data.skip_invalid` (None) are left out, so a batch may be smaller than asked,
     or empty (every value an empty list).
     """
+    carried = _carried(samples)
+    if carried:
+        return carried
     kept = [s for s in samples if s is not None]
     batch: Batch = {}
     for key in ("pixel_values", "labels", "image"):
@@ -57,11 +90,12 @@ def make_loader(
     persist across epochs (no re-fork per epoch); memory is pinned when CUDA is available. Training
     passes its own `sampler` of integer keys (epoch * len + index); augmentation depends on the key alone,
     so batches are identical for any `num_workers`. `generator` seeds the workers (default: the global RNG).
+    A sample's DatasetError comes back as `{"error": message}` (see `CarryErrors`).
     """
     if collate_fn is None:
         collate_fn = eval_collate if isinstance(dataset, EvalDataset) else train_collate
     return DataLoader(
-        dataset,
+        CarryErrors(dataset),
         batch_size=batch_size,
         sampler=sampler,
         shuffle=shuffle if sampler is None else False,

@@ -1,20 +1,27 @@
-"""Training augmentation as SegFormer's mmseg pipeline, on torchvision.transforms.v2, keyed for exact resume.
+"""Training augmentation as SegFormer's mmseg pipeline: the geometry in the DataLoader worker, in uint8.
 
 mmseg (paper) order, every value from `recipe.augment`:
 
     RandomResize(scale, ratio_range, keep_ratio) -> RandomCrop(crop_size, cat_max_ratio) -> RandomFlip
     -> PhotoMetricDistortion -> Normalize -> Pad(crop_size, image 0, mask ignore_index)
 
+A worker does the geometric part, in uint8: the resized crop of the source region, the flip, and the
+padding to `crop_size`. It draws the photometric parameters in mmseg's order and hands everything over
+as a compact sample (`TrainTransform.__call__`): 3 + 1 bytes per pixel instead of float32 pixels and
+int64 labels (20 bytes), so the DataLoader's transport stops being the bottleneck on a GPU. The
+photometric distortion, normalisation and the zeroing of the padding in normalised space then run on
+the whole batch on the training device (`preprocess.TrainBatchPreprocessor`), as mmseg's data
+preprocessor does.
+
 Image and mask go through the same v2 pipeline as `tv_tensors.Image` and `tv_tensors.Mask`, so geometry
 is shared and masks are always resampled nearest-neighbour. The mask enters raw (validated, not yet
 mapped) and `EncodeLabels` maps it to train ids through the LabelSpec once, after the crop: a per-pixel
 lookup commutes with nearest resampling, cropping and flipping, and the crop is a fraction of the
-full mask. As in mmseg, padding comes after normalisation: padded pixels are 0 in normalised space
-(the mean colour) and labelled with the ignore index.
+full mask.
 
 Randomness: `TrainTransform(image, mask, key)` seeds torch's generator from (seed, key) inside
-`fork_rng`, so an item's augmentation depends on nothing else: not the worker, its seed, the process,
-or which items came before.
+`fork_rng`, so an item's augmentation, photometric parameters included, depends on nothing else: not
+the worker, its seed, the process, or which items came before.
 """
 
 from __future__ import annotations
@@ -26,16 +33,14 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2._utils import query_size
 
 from ..recipe import AugmentConfig
 from .labels import LabelSpec
 
 _CAT_MAX_TRIES = 10  # mmseg re-draws a crop up to 10 times while one class dominates it
 
-# RGB -> YIQ (NTSC). Turning the hue is rotating the (I, Q) chroma plane about the luma axis.
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
-_YIQ_INVERSE = torch.linalg.inv(_YIQ)
+# The photometric parameters of one sample, in this order; identity values where mmseg's coin said no.
+PHOTOMETRIC_PARAMS = ("brightness", "contrast_first", "contrast", "saturation", "hue")
 
 
 def _uniform(low: float, high: float) -> float:
@@ -44,6 +49,10 @@ def _uniform(low: float, high: float) -> float:
 
 def _coin(p: float = 0.5) -> bool:
     return bool(torch.rand(()) < p)
+
+
+def _image(flat_inputs: list) -> tv_tensors.Image:
+    return next(i for i in flat_inputs if isinstance(i, tv_tensors.Image))
 
 
 class RandomResizeCrop(v2.Transform):
@@ -71,7 +80,7 @@ class RandomResizeCrop(v2.Transform):
         self.cat_max_ratio, self.class_pixels = cat_max_ratio, class_pixels
 
     def make_params(self, flat_inputs: list) -> dict:
-        h, w = query_size(flat_inputs)
+        h, w = F.get_size(_image(flat_inputs))
         ratio = _uniform(*self.ratio_range)
         long_edge, short_edge = int(self.scale[0] * ratio), int(self.scale[1] * ratio)
         factor = min(long_edge / max(h, w), short_edge / min(h, w))  # mmcv.imrescale: fit inside (long, short)
@@ -126,63 +135,6 @@ class EncodeLabels(v2.Transform):
         return tv_tensors.wrap(self.labels.map(inpt.as_subclass(torch.Tensor)), like=inpt)
 
 
-class PhotoMetricDistortion(v2.Transform):
-    """mmseg's PhotoMetricDistortion on float images in [0, 1]; each step with probability 0.5.
-
-    brightness: add U(-brightness, brightness). contrast: multiply by U(contrast) (mmseg's "contrast"
-    scales pixel values), before or after the colour steps (a coin decides, as mmseg). saturation:
-    `adjust_saturation` by U(saturation). hue: turn by U(-hue, hue) of the colour circle, see
-    `rotate_hue`. Values are clipped to [0, 1] after each step, as mmseg clips to [0, 255].
-    """
-
-    _transformed_types = (tv_tensors.Image,)
-
-    def __init__(
-        self, brightness: float, contrast: tuple[float, float], saturation: tuple[float, float], hue: float
-    ) -> None:
-        super().__init__()
-        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
-
-    def make_params(self, flat_inputs: list) -> dict:
-        # draw in mmseg's order: brightness, mode, contrast, saturation, hue
-        return {
-            "brightness": _uniform(-self.brightness, self.brightness) if _coin() else None,
-            "contrast_first": _coin(),
-            "contrast": _uniform(*self.contrast) if _coin() else None,
-            "saturation": _uniform(*self.saturation) if _coin() else None,
-            "hue": _uniform(-self.hue, self.hue) if _coin() else None,
-        }
-
-    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
-        image = inpt.as_subclass(torch.Tensor)  # float, made by ToDtype for this item: safe to change in place
-        if params["brightness"] is not None:
-            image = image.add_(params["brightness"]).clamp_(0.0, 1.0)
-        if params["contrast_first"] and params["contrast"] is not None:
-            image = image.mul_(params["contrast"]).clamp_(0.0, 1.0)
-        if params["saturation"] is not None:
-            image = F.adjust_saturation_image(image, params["saturation"])
-        if params["hue"] is not None and params["hue"] != 0:
-            image = rotate_hue(image, params["hue"])
-        if not params["contrast_first"] and params["contrast"] is not None:
-            image = image.mul_(params["contrast"]).clamp_(0.0, 1.0)
-        return tv_tensors.wrap(image, like=inpt)
-
-
-def rotate_hue(image: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Turn the hue of a float RGB image (3, H, W) in [0, 1] by `fraction` of the colour circle.
-
-    A rotation of the YIQ chroma plane (as NVIDIA DALI's and MXNet's hue jitter): one 3x3 matrix, ~25x
-    faster than the HSV round trip of torchvision's `adjust_hue` (mmseg turns the hue in OpenCV's HSV).
-    Both keep grey pixels grey and turn colours the same way (red towards yellow for fraction > 0); YIQ
-    keeps luma where HSV keeps the largest channel. On a 1024x1024 crop: ~3 ms against ~70 ms.
-    """
-    angle = -2 * torch.pi * fraction  # negative angle in (I, Q) turns red towards yellow, as HSV does
-    cos, sin = float(torch.cos(torch.tensor(angle))), float(torch.sin(torch.tensor(angle)))
-    rotation = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]], dtype=torch.float64)
-    matrix = (_YIQ_INVERSE @ rotation @ _YIQ).to(image.dtype)
-    return (matrix @ image.reshape(3, -1)).reshape(image.shape).clamp_(0.0, 1.0)
-
-
 class PadTo(v2.Transform):
     """Pad bottom and right up to `size` (h, w): images with 0, masks with `mask_fill` (mmseg's Pad)."""
 
@@ -191,7 +143,7 @@ class PadTo(v2.Transform):
         self.size, self.mask_fill = size, mask_fill
 
     def make_params(self, flat_inputs: list) -> dict:
-        h, w = query_size(flat_inputs)
+        h, w = F.get_size(_image(flat_inputs))
         return {"padding": [0, 0, max(self.size[1] - w, 0), max(self.size[0] - h, 0)]}
 
     def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
@@ -201,26 +153,37 @@ class PadTo(v2.Transform):
         return self._call_kernel(F.pad, inpt, padding=params["padding"], fill=fill)
 
 
-def build_train_pipeline(
-    augment: AugmentConfig, image_mean: list[float], image_std: list[float], labels: LabelSpec
-) -> v2.Compose:
-    """The v2 pipeline: (Image uint8 (3, H, W), raw Mask (H, W)) -> (Image float32 (3, *crop), Mask int64 (*crop))."""
-    steps = [
-        RandomResizeCrop(
-            augment.scale, augment.ratio_range, augment.crop_size, augment.cat_max_ratio, labels.class_pixels
-        ),
-        v2.RandomHorizontalFlip(augment.flip_prob),
-        EncodeLabels(labels),
-        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-    ]
-    if augment.photometric:
-        steps.append(PhotoMetricDistortion(augment.brightness, augment.contrast, augment.saturation, augment.hue))
-    steps += [
-        v2.Normalize(image_mean, image_std, inplace=True),
-        PadTo(augment.crop_size, labels.ignore_index),
-        v2.ToDtype({tv_tensors.Mask: torch.int64, "others": None}),
-    ]
-    return v2.Compose(steps)
+def build_geometry(augment: AugmentConfig, labels: LabelSpec) -> v2.Compose:
+    """The worker's v2 pipeline: (Image uint8 (3, H, W), raw Mask (H, W)) -> (Image uint8 (3, h, w), Mask of
+    train ids (h, w)) with (h, w) at most `crop_size`."""
+    return v2.Compose(
+        [
+            RandomResizeCrop(
+                augment.scale, augment.ratio_range, augment.crop_size, augment.cat_max_ratio, labels.class_pixels
+            ),
+            v2.RandomHorizontalFlip(augment.flip_prob),
+            EncodeLabels(labels),
+        ]
+    )
+
+
+def draw_photometric(augment: AugmentConfig) -> torch.Tensor:
+    """mmseg's PhotoMetricDistortion parameters for one sample, float32 (5,) in `PHOTOMETRIC_PARAMS` order.
+
+    Drawn in mmseg's order (brightness, mode, contrast, saturation, hue), each step with probability 0.5;
+    a step not taken gets its identity value (0, 1, 1, 0), and all are identities when
+    `augment.photometric` is off. brightness: additive delta in [0, 1] units; contrast_first: 1 when
+    contrast comes before the colour steps; contrast and saturation: factors; hue: a fraction of the
+    colour circle.
+    """
+    if not augment.photometric:
+        return torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0])
+    brightness = _uniform(-augment.brightness, augment.brightness) if _coin() else 0.0
+    contrast_first = _coin()
+    contrast = _uniform(*augment.contrast) if _coin() else 1.0
+    saturation = _uniform(*augment.saturation) if _coin() else 1.0
+    hue = _uniform(-augment.hue, augment.hue) if _coin() else 0.0
+    return torch.tensor([brightness, float(contrast_first), contrast, saturation, hue])
 
 
 def item_seed(seed: int, key: int) -> int:
@@ -231,17 +194,31 @@ def item_seed(seed: int, key: int) -> int:
 class TrainTransform:
     """Augment one (image, raw mask) pair with randomness that is a function of (seed, key) alone."""
 
-    def __init__(
-        self, augment: AugmentConfig, image_mean: list[float], image_std: list[float], labels: LabelSpec, seed: int
-    ) -> None:
-        self.pipeline = build_train_pipeline(augment, image_mean, image_std, labels)
-        self.seed = seed
+    def __init__(self, augment: AugmentConfig, labels: LabelSpec, seed: int) -> None:
+        self.geometry = build_geometry(augment, labels)
+        self.pad = PadTo(augment.crop_size, labels.ignore_index)
+        self.augment, self.seed = augment, seed
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixel_values float32 (3, *crop_size), labels int64 (*crop_size)) from uint8 (3, H, W) and a
-        validated raw mask (H, W) (uint8 or int32)."""
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, key: int) -> dict[str, torch.Tensor]:
+        """The compact training sample of uint8 `image` (3, H, W) and a validated raw `mask` (H, W):
+
+        - "image": uint8 (3, *crop_size), padded with 0 at the bottom and right;
+        - "labels": train ids (*crop_size) of `LabelSpec.mask_dtype` (uint8 for most datasets), padded
+          with the ignore index;
+        - "photometric": float32 (5,), the parameters `draw_photometric` drew;
+        - "valid_size": int32 (2,), (h, w) of the image before padding, so the device can give the
+          padding 0 in normalised space, as mmseg pads after normalising.
+        """
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed would also queue CUDA seeding (and trace a stack for it)
             torch.default_generator.manual_seed(item_seed(self.seed, key))
-            image, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(mask))
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+            image, mask = self.geometry(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            photometric = draw_photometric(self.augment)
+        valid_size = torch.tensor(image.shape[-2:], dtype=torch.int32)
+        image, mask = self.pad(image, mask)
+        return {
+            "image": image.as_subclass(torch.Tensor),
+            "labels": mask.as_subclass(torch.Tensor),
+            "photometric": photometric,
+            "valid_size": valid_size,
+        }

@@ -1,1 +1,31 @@
-"""Models: segtune's MixTransformer family and checkpoint conversion."""
+"""Models: segtune's MixTransformer family, checkpoint conversion, recipe -> model, loading for inference.
+
+Importing this package registers the MixTransformer classes with the transformers Auto classes.
+
+| module            | concern                                                                 |
+|-------------------|-------------------------------------------------------------------------|
+| mix_transformer/  | config, model, Segformer key map: uploadable unchanged as Hub remote code |
+| auto.py           | registration with the Auto classes                                      |
+| convert.py        | NVlabs / mmseg `.pth` key maps                                          |
+| build.py          | recipe -> model (segformer or mix_transformer, pretrained or random)     |
+| loading.py        | any checkpoint (directory or Hub id) and its image processor, for inference |
+"""
+
+from . import auto  # noqa: F401  (registers the Auto classes)
+from .mix_transformer import (
+    CheckpointError,
+    MixTransformerBackbone,
+    MixTransformerConfig,
+    MixTransformerConfigError,
+    MixTransformerForSemanticSegmentation,
+    MixTransformerModel,
+)
+
+__all__ = [
+    "CheckpointError",
+    "MixTransformerBackbone",
+    "MixTransformerConfig",
+    "MixTransformerConfigError",
+    "MixTransformerForSemanticSegmentation",
+    "MixTransformerModel",
+]

@@ -9,11 +9,22 @@ import torch
 
 from transformers import PreTrainedConfig, PreTrainedModel, SegformerForSemanticSegmentation
 
-from ..errors import CheckpointError
+from ..errors import RecipeError
 from ..recipe import ModelConfig
-from .mix_transformer import MixTransformerConfig, MixTransformerForSemanticSegmentation
+from . import auto  # noqa: F401  (a built model saves and reloads through the Auto classes)
+from .mix_transformer import VARIANTS, CheckpointError, MixTransformerConfig, MixTransformerForSemanticSegmentation
 
 logger = logging.getLogger(__name__)
+
+
+def check_model_config(model: ModelConfig) -> None:
+    """Check the recipe's model section against the model code (the variant table lives with the config).
+
+    Raises:
+        RecipeError: `model.variant` is not a MiT variant.
+    """
+    if model.variant.lower() not in VARIANTS:
+        raise RecipeError(f"invalid recipe:\n  model.variant: expected one of {sorted(VARIANTS)}, found {model.variant!r}")
 
 
 def _head_overrides(model: ModelConfig, id2label: dict[int, str], ignore_index: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from .mix_transformer.convert_mix_transformer import (
     ENCODER_PREFIX,
     CheckpointError,
     check_state_dict,
+    encoder_key,
     mix_transformer_state_dict,
     segformer_state_dict,
 )
@@ -138,7 +139,7 @@ def convert_nvlabs_state_dict(checkpoint: Mapping, include_head: bool = False) -
             f"NVlabs/mmseg checkpoint: {len(unknown)} tensors have no MixTransformer counterpart: {unknown[:8]}"
         )
     if include_head:
-        converted = {(ENCODER_PREFIX + k if k.startswith("stages.") else k): v for k, v in converted.items()}
+        converted = {encoder_key(k, ENCODER_PREFIX): v for k, v in converted.items()}
     return converted
 
 

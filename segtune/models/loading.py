@@ -7,7 +7,8 @@ import os
 from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, PreTrainedModel, SegformerImageProcessor
 
-from ..errors import CheckpointError
+from . import auto  # noqa: F401  (MixTransformer checkpoints load through the Auto classes)
+from .mix_transformer import CheckpointError
 
 REQUIRED_FILES = ("config.json",)
 
@@ -30,8 +31,6 @@ def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, Segfor
     Raises:
         CheckpointError: the directory lacks config or weights, or the repo does not exist.
     """
-    import segtune  # noqa: F401  (registers MixTransformer with the Auto classes)
-
     if os.path.isdir(model_id):
         _check_directory(model_id)
     elif model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
@@ -47,3 +46,22 @@ def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, Segfor
     except OSError:
         processor = SegformerImageProcessor()
     return model, processor
+
+
+def load_processor(model: PreTrainedModel) -> SegformerImageProcessor:
+    """The image processor saved beside a loaded model (`model.name_or_path`).
+
+    Raises:
+        CheckpointError: the model was not loaded from a checkpoint holding an image processor.
+    """
+    source = getattr(model, "name_or_path", "") or ""
+    try:
+        if source:
+            return AutoImageProcessor.from_pretrained(source)
+    except OSError:
+        pass
+    raise CheckpointError(
+        f"{type(model).__name__} has no image processor to preprocess images with "
+        f"({'none saved in ' + repr(source) if source else 'it was not loaded from a checkpoint'}); pass "
+        "processor=AutoImageProcessor.from_pretrained(...) or SegformerImageProcessor(...)"
+    )

@@ -1,4 +1,17 @@
-"""Training: the Accelerate loop, optimizer groups and schedule, checkpoints, evaluation, outputs."""
+"""Training: the Accelerate loop and what it needs.
+
+| module          | concern                                                              |
+|-----------------|----------------------------------------------------------------------|
+| loop.py         | prepare, then per step accumulate, backward, step, log; eval and save |
+| optim.py        | AdamW parameter groups (head lr x10, no decay on norms) and schedule |
+| checkpoints.py  | atomic `save_state`, rotation, resume                                |
+| interrupts.py   | step-start snapshot, SIGTERM, saving on the way out                  |
+| tracking.py     | progress bar, trackers, train_log.jsonl; the loss kept on the device |
+| output_dir.py   | never write over a finished or unfinished run unless asked           |
+| outputs.py      | the final model and results                                          |
+| sampler.py      | keyed epoch order, for exact resume                                  |
+| threads.py      | CPU tuning                                                           |
+"""
 
 from .loop import train
 

@@ -78,12 +78,17 @@ def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str | None:
     return None
 
 
+def encoder_key(key: str, prefix: str) -> str:
+    """`key` under the model's encoder `prefix` when it names an encoder tensor (`stages.*`); head keys stay bare."""
+    return prefix + key if key.startswith("stages.") else key
+
+
 def _put(converted: dict, unknown: list, key: str, new: str | None, prefix: str, tensor: torch.Tensor) -> None:
     """Store `tensor` under its renamed key (encoder keys keep the model prefix), or note `key` as unknown."""
     if new is None:
         unknown.append(key)
     else:
-        converted[(prefix if new.startswith("stages.") else "") + new] = tensor
+        converted[encoder_key(new, prefix)] = tensor
 
 
 def _refuse_unknown(unknown: list[str], source: str, target: str) -> None:
@@ -203,7 +208,7 @@ def _fit_head(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[d
     """Key the state for `model`; drop what it cannot take. Return the state and why a head may be missing."""
     if not hasattr(model, "decode_head"):  # a bare encoder: no head, no prefix
         return {k.removeprefix(ENCODER_PREFIX): v for k, v in state.items() if not k.startswith("decode_head.")}, ""
-    state = {(ENCODER_PREFIX + k if k.startswith("stages.") else k): v for k, v in state.items()}
+    state = {encoder_key(k, ENCODER_PREFIX): v for k, v in state.items()}
     found = state.get("decode_head.classifier.weight")
     if found is None:
         return state, "the checkpoint has no decode head"

@@ -1,0 +1,124 @@
+"""The command lines as a user meets them: one spelling, one exit status, no noise, tracebacks for bugs."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from segtune.data.check import main as check_main
+from segtune.evaluate import main as evaluate_main
+from segtune.finetune import main as finetune_main
+from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
+from segtune.predict import main as predict_main
+from segtune.push import main as push_main
+from tests.conftest import TINY_RUN
+
+COMMANDS = {
+    "segtune.finetune": finetune_main,
+    "segtune.evaluate": evaluate_main,
+    "segtune.predict": predict_main,
+    "segtune.push": push_main,
+}
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS))
+def test_help_names_the_command_as_it_is_run(module, capsys):
+    with pytest.raises(SystemExit) as done:
+        COMMANDS[module](["--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m {module} ")
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS))
+def test_misuse_exits_1_with_one_error_line(module, capsys):
+    with pytest.raises(SystemExit) as done:
+        COMMANDS[module](["--no_such_option"])
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: python -m {module}") and "\nerror: " in err
+
+
+def test_snake_case_options_also_answer_to_kebab_case(tmp_path, finished_run, capsys):
+    image = sorted((finished_run).glob("predictions.png"))[0]
+    for spelling in ("--crop_size", "--crop-size"):
+        out = tmp_path / spelling
+        args = ["--model", str(finished_run), str(image), "--out", str(out), "--mode", "slide", spelling, "32", "32"]
+        assert predict_main([*args, "--batch-size", "1", "--stride", "24", "24"]) == 0
+        assert (out / "predictions_mask.png").is_file()
+    assert finetune_main(["--recipe", "demo.yaml", "--output-dir", str(tmp_path), "--set", "optim.lr=-1"]) == 1
+
+
+def test_the_same_user_error_exits_1_from_every_command(finished_run, capsys):
+    bad = ["--set", "data.nope=1"]
+    assert finetune_main(["--recipe", "demo.yaml", *bad]) == 1
+    assert evaluate_main(["--model", str(finished_run), "--recipe", "demo.yaml", *bad]) == 1
+    assert check_main(["check", *bad]) == 1
+    assert capsys.readouterr().err.count("unknown key 'data.nope'") == 3
+    assert push_main([str(finished_run.parent)]) == 1
+    assert "not a finished segtune run" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback_after_saving_a_checkpoint(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = MixTransformerForSemanticSegmentation.loss
+
+    def buggy_loss(self, logits, labels):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+        return real(self, logits, labels)
+
+    monkeypatch.setattr(MixTransformerForSemanticSegmentation, "loss", buggy_loss)
+    args = ["--recipe", "demo.yaml", "--output_dir", str(tmp_path / "run"), "--set", *TINY_RUN]
+    with pytest.raises(TypeError, match="unsupported operand"):  # not turned into a one-line error
+        finetune_main(args)
+    err = capsys.readouterr().err
+    assert re.search(r"training stopped at step 2 by TypeError; saved \S+step-00000002, continue with", err)
+    assert "error:" not in err
+    monkeypatch.undo()
+    assert finetune_main([*args, "--resume"]) == 0
+
+
+def test_evaluate_ends_with_the_miou(finished_run, capsys):
+    assert evaluate_main(["--model", str(finished_run), "--recipe", "demo.yaml", "--set", *TINY_RUN]) == 0
+    assert re.fullmatch(r"mIoU 0\.\d{4} \(.+ on demo, whole inference\)", capsys.readouterr().out.splitlines()[-1])
+
+
+def test_model_files_honour_the_umask(finished_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [finished_run / "model.safetensors", *finished_run.glob("checkpoints/*/model.safetensors")]
+    assert len(files) == 2
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "PYTHONWARNINGS"))}
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.slow  # a fresh interpreter loads torch and trains two steps (~15 s)
+def test_the_quick_start_prints_no_warning_and_one_line_per_checkpoint(tmp_path):
+    out = tmp_path / "demo"
+    done = _run("segtune.finetune", "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN)
+    assert done.returncode == 0, done.stderr
+    assert not re.search(r"warn", done.stderr, re.IGNORECASE), done.stderr
+    assert "accelerate.checkpointing" not in done.stderr + done.stdout and ".tmp-step" not in done.stdout
+    saved = re.findall(r"^step (\d): saved (\S+)$", done.stdout, re.MULTILINE)
+    assert saved == [("2", str(out / "checkpoints" / "step-00000002")), ("4", str(out / "checkpoints" / "step-00000004"))]
+    assert re.findall(r"^step (\d): mIoU 0\.\d{4}", done.stdout, re.MULTILINE) == ["2", "4"]  # each on its own line
+
+
+@pytest.mark.slow  # a fresh interpreter (~5 s)
+def test_predict_help_prints_no_warning():
+    done = _run("segtune.predict", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m segtune.predict")
+    assert done.stderr == ""

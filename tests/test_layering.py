@@ -1,0 +1,135 @@
+"""The package's shape: light lower layers, no import cycles, command lines that shadow nothing."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import segtune
+
+PACKAGE = Path(segtune.__file__).parent
+
+
+def _imported_after(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after running `statement`."""
+    code = f"{statement}; import sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("statement", ["import segtune.recipe", "import segtune.errors", "import segtune"])
+def test_the_recipe_layer_imports_nothing_heavy(statement):
+    loaded = _imported_after(statement)
+    assert not loaded & {"torch", "transformers", "datasets", "accelerate", "torchvision", "evaluate"}, loaded
+
+
+def test_validating_a_recipe_imports_nothing_heavy():
+    loaded = _imported_after("from segtune.recipe import load_recipe; load_recipe('cityscapes.yaml')")
+    assert not loaded & {"torch", "transformers", "datasets", "accelerate"}, loaded
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    """Line numbers inside `if TYPE_CHECKING:` blocks (never executed)."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            lines |= {n.lineno for child in node.body for n in ast.walk(child) if hasattr(n, "lineno")}
+    return lines
+
+
+def import_graph() -> dict[str, set[str]]:
+    """segtune module -> the segtune modules it imports (at module level or inside functions)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_lines(tree)
+        edges = set()
+        for node in ast.walk(tree):
+            if getattr(node, "lineno", None) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                edges |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                target = _resolve(name, path.name == "__init__.py", node)
+                edges.add(target)
+                edges |= {f"{target}.{alias.name}" for alias in node.names}
+        graph[name] = {edge for edge in edges if edge in modules and edge != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for child in sorted(graph[node]):
+            if state.get(child) == 1:
+                return path[path.index(child) :] + [child] if child in path else [node, child]
+            if child not in state:
+                found = visit(child, [*path, child])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "segtune.train.loop" in graph and "segtune.models.auto" in graph["segtune.models.build"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_lower_layers_import_nothing_above_them():
+    graph = import_graph()
+    for low in ("segtune.errors", "segtune.recipe", "segtune.run_dir", "segtune.lazy"):
+        above = {m for m in graph[low] if m.startswith(("segtune.train", "segtune.models", "segtune.evaluation"))}
+        assert not above, (low, above)
+    assert not {m for m in graph["segtune.evaluate"] if m.startswith("segtune.train")}  # the CLI uses evaluation.py
+
+
+def test_command_line_modules_shadow_no_library_function():
+    import segtune.predict as module
+
+    assert inspect.ismodule(module) and inspect.ismodule(segtune.predict)
+    assert inspect.isfunction(segtune.segment) and inspect.isclass(segtune.MixTransformerConfig)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        segtune.nope  # noqa: B018
+
+
+def test_auto_registration_lives_in_one_module():
+    registering = sorted(
+        _module_name(p) for p in PACKAGE.rglob("*.py") if ".register(" in p.read_text() and "Auto" in p.read_text()
+    )
+    assert registering == ["segtune.models.auto"]
