@@ -21,10 +21,10 @@ import yaml
 from .errors import RecipeError
 
 ARCHS = ("mix_transformer", "segformer")  # model.arch, and the formats a run is pushed in (hub.format)
-SOURCES = ("synthetic", "folder", "cityscapes", "hub", "ade20k")
 PRECISIONS = ("no", "bf16", "fp16")
 EVAL_MODES = ("whole", "slide")
 COMPILE_MODES = (True, False, "auto")
+CHECK_LEVELS = ("full", "quick", "off")
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
@@ -61,8 +61,8 @@ class SyntheticConfig:
 class DataConfig:
     """Where samples come from and what their labels mean."""
 
-    source: str = "synthetic"  # synthetic | folder | cityscapes | hub | ade20k
-    path: str | None = None  # folder / Cityscapes root, Hub dataset name, or save_to_disk / parquet path
+    source: str = "synthetic"  # synthetic | folder | cityscapes | hub | ade20k | coco_stuff (data.sources.SOURCES)
+    path: str | None = None  # dataset folder, Hub dataset name, or save_to_disk / parquet path; None: the default
     config_name: str | None = None  # Hub dataset config
     train_split: str = "train"
     eval_split: str = "validation"
@@ -74,6 +74,7 @@ class DataConfig:
     reduce_labels: bool = False  # ADE20K convention: 0 -> ignore, k -> k-1
     ignore_index: int = 255
     skip_invalid: bool = False  # skip and count bad samples instead of stopping
+    check: str = "quick"  # pre-flight check of every sample: quick (file headers) | full (+ mask values) | off
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     num_workers: int = 2
@@ -309,7 +310,13 @@ def set_value(recipe: Recipe, key: str, value: Any, where: str) -> None:
     hints = typing.get_type_hints(type(node))
     if leaf not in hints or dataclasses.is_dataclass(getattr(node, leaf)):
         _unknown(key, where)
+    if value is False and key in _FALSE_AS:
+        value = _FALSE_AS[key]
     setattr(node, leaf, coerce(value, hints[leaf], where))
+
+
+# YAML 1.1 reads `off` as false: text keys whose "off" choice is spelled `off` get their word back.
+_FALSE_AS = {"data.check": "off"}
 
 
 # Names users bring from transformers' TrainingArguments and mmseg configs.
@@ -442,9 +449,12 @@ def _check_model(r: Recipe) -> list[str]:
 
 
 def _check_data(r: Recipe) -> list[str]:
+    from .data.sources import SOURCES  # here, not at the top: segtune.data imports this module
+
     d = r.data
-    problems = _choice("data.source", d.source, SOURCES)
-    if d.source in ("folder", "cityscapes", "hub") and not d.path:
+    problems = _choice("data.source", d.source, tuple(SOURCES)) + _choice("data.check", d.check, CHECK_LEVELS)
+    entry = SOURCES.get(d.source)
+    if entry is not None and entry.needs_path and not d.path and entry.default_path is None:
         problems.append(f"data.path: expected a path or dataset name for data.source={d.source!r}, found none")
     if d.val_ratio is not None and not 0 < d.val_ratio < 1:
         problems.append(f"data.val_ratio: expected a fraction in (0, 1), found {d.val_ratio}")

@@ -72,7 +72,7 @@ def test_lossy_mask_and_duplicate_names(tmp_path):
 def test_image_and_mask_of_different_sizes(tmp_path):
     make_folder(tmp_path, "split")
     save(tmp_path / "train" / "masks" / "img_2.png", np.zeros((10, 12), np.uint8))
-    data = build_datasets(folder_recipe(tmp_path))
+    data = build_datasets(folder_recipe(tmp_path, "data.check=off"))  # read-time errors (pre-flight stops earlier)
     with pytest.raises(
         DatasetError,
         match=r"train sample 2: image \('.*img_2.png'\) is 24x32 \(HxW\) but mask \('.*img_2.png'\) is 10x12",
@@ -85,7 +85,7 @@ def test_corrupt_image_and_mask(tmp_path):
     image = tmp_path / "train" / "images" / "img_0.png"
     image.write_bytes(image.read_bytes()[:300])  # a valid header, then nothing
     (tmp_path / "val" / "masks" / "img_1.png").write_bytes(b"garbage")
-    data = build_datasets(folder_recipe(tmp_path))
+    data = build_datasets(folder_recipe(tmp_path, "data.check=off"))  # read-time errors
     with pytest.raises(
         DatasetError,
         match=r"train sample 0: image \('.*train/images/img_0.png'\): not a readable image \(OSError: image file is truncated",
@@ -211,7 +211,7 @@ def test_check_reports_histogram_and_every_problem(tmp_path, capsys):
 
 
 def test_check_refuses_a_bad_recipe(tmp_path, capsys):
-    assert main(["check", "--set", "data.nope=1"]) == 2
+    assert main(["check", "--set", "data.nope=1"]) == 1
     assert "unknown key 'data.nope'" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ import yaml
 from segtune.errors import RecipeError
 from segtune.recipe import Recipe, all_keys, available_recipes, find_recipe, load_recipe
 
-SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
+SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
 
 
 def test_every_shipped_recipe_is_found_and_valid():

@@ -25,6 +25,7 @@ from ..errors import DatasetError
 from ..recipe import DataConfig, Recipe
 from .decode import check_same_size, describe, read_image, read_mask
 from .labels import LabelSpec, resolve_id2label
+from .preflight import preflight
 from .preprocess import TrainBatchPreprocessor
 from .processing import build_image_processor, eval_pixel_values
 from .sources import IMAGE, LABEL, Source, load_source
@@ -198,14 +199,18 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
     """The recipe's train and eval datasets, label contract and image processor.
 
     Raises:
-        DatasetError: any problem with the source (missing folder, split, column; unpaired files ...).
-            Problems in a sample's files are raised when it is read, or skipped under data.skip_invalid.
+        DatasetError: any problem with the source (missing folder, split, column; unpaired files ...), or
+            problems the pre-flight check (`data.check`) finds in the samples' files. Problems it does not
+            look for are raised when the sample is read. Under data.skip_invalid, bad samples are skipped.
     """
     data, seed = recipe.data, recipe.train.seed
     source = load_source(recipe)
     labels = label_spec(data, source)
     train = _limit(source.splits[data.train_split], data.max_train_samples, seed)
     evaluation = _limit(source.splits[data.eval_split], data.max_eval_samples, seed)
+    preflight(
+        {data.train_split: train, data.eval_split: evaluation}, labels, data.check, data.skip_invalid, source.name
+    )
     skipped = SkipCounter({data.train_split: len(train), data.eval_split: len(evaluation)}, source.skipped)
     skip = skipped if data.skip_invalid else None
     processor = build_image_processor(recipe)
@@ -235,6 +240,7 @@ def label_spec(data: DataConfig, source: Source) -> LabelSpec:
         ignore_index=data.ignore_index,
         reduce_labels=data.reduce_labels or source.reduce_labels,
         label_map=source.label_map,
+        strict_label_map=source.strict_label_map,
     )
 
 

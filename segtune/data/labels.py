@@ -45,6 +45,8 @@ class LabelSpec:
         ignore_index: label of pixels the loss and the metric skip (padding, unlabelled, "other").
         reduce_labels: raw 0 -> ignore, raw k -> k - 1 (ADE20K); raw `ignore_index` stays ignored.
         label_map: raw value -> train id (Cityscapes label ids); raw values not listed become ignore.
+        strict_label_map: raw values the label_map does not list are invalid (reported like out-of-range
+            labels) instead of ignored: for maps that list every value a file may hold (COCO-Stuff's ids).
     """
 
     id2label: dict[int, str]
@@ -52,6 +54,7 @@ class LabelSpec:
     ignore_index: int = 255
     reduce_labels: bool = False
     label_map: Mapping[int, int] | None = field(default=None, compare=False)
+    strict_label_map: bool = False
 
     def __post_init__(self) -> None:
         ids = sorted(self.id2label)
@@ -96,7 +99,7 @@ class LabelSpec:
         lut = np.full(_LUT_SIZE, _INVALID, dtype=np.int64)
         n = self.num_labels
         if self.label_map is not None:
-            lut[:] = self.ignore_index
+            lut[:] = _INVALID if self.strict_label_map else self.ignore_index
             for raw, train_id in self.label_map.items():
                 if 0 <= raw < _LUT_SIZE:
                     lut[raw] = train_id if 0 <= train_id < n else self.ignore_index
@@ -114,6 +117,8 @@ class LabelSpec:
     def valid_raw_values(self) -> str:
         """The raw mask values this spec accepts, in words (for error messages)."""
         n, ignore = self.num_labels, self.ignore_index
+        if self.label_map is not None and self.strict_label_map:
+            return f"one of the raw ids the label map lists: {_ranges(sorted(self.label_map))}"
         if self.label_map is not None:
             return "any value (unmapped ids become the ignore index)"
         if self.reduce_labels:
@@ -224,10 +229,22 @@ class LabelSpec:
     def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
         listed = bad[:_MAX_LISTED].tolist()
         more = f" (and {bad.size - _MAX_LISTED} more)" if bad.size > _MAX_LISTED else ""
-        raise DatasetError(
-            f"{where}: mask values {listed}{more} are outside [0, {self.num_labels}) and not the ignore index "
-            f"{self.ignore_index}; expected {self.valid_raw_values()}"
-        )
+        if self.label_map is None:
+            what = f"are outside [0, {self.num_labels}) and not the ignore index {self.ignore_index}"
+        else:
+            what = "are out of range: the label map has no train id for them"
+        raise DatasetError(f"{where}: mask values {listed}{more} {what}; expected {self.valid_raw_values()}")
+
+
+def _ranges(values: list[int]) -> str:
+    """Sorted integers in words: [0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def default_palette(n: int) -> tuple[Color, ...]:

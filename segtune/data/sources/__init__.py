@@ -1,41 +1,88 @@
 """Sources: files on disk or a Hub dataset -> a DatasetDict with lazily decoded `image` and `label` columns.
 
-| data.source | where from                                                | module        |
-|-------------|-----------------------------------------------------------|---------------|
-| synthetic   | generated scenes, no download (the default)               | synthetic.py  |
-| folder      | images/ + masks/ paired by file name                      | folder.py     |
-| cityscapes  | leftImg8bit/ + gtFine/, label ids -> 19 train ids         | cityscapes.py |
-| hub         | `datasets.load_dataset` / `load_from_disk` / parquet      | hub.py        |
-| ade20k      | the hub path with ADE20K's names and reduce_labels        | ade20k.py     |
+| data.source | where from                                                         | module        |
+|-------------|--------------------------------------------------------------------|---------------|
+| synthetic   | generated scenes, no download (the default)                        | synthetic.py  |
+| folder      | images/ + masks/ paired by file name                               | folder.py     |
+| cityscapes  | leftImg8bit/ + gtFine/, label ids -> 19 train ids                  | cityscapes.py |
+| hub         | `datasets.load_dataset` / `load_from_disk` / parquet               | hub.py        |
+| ade20k      | the official ADEChallengeData2016 folder (or a Parquet copy)       | ade20k.py     |
+| coco_stuff  | COCO-Stuff-164k: images/ + stuffthingmaps or *_labelTrainIds masks | coco_stuff.py |
+
+`SOURCES` is the one list of sources: recipe validation reads its keys, `load_source` dispatches through
+it. This module imports nothing heavy (no datasets, torch, numpy, PIL), so that validating a recipe stays
+cheap; a source's module is imported when the source is used.
 """
 
 from __future__ import annotations
 
-from ...recipe import Recipe
-from .ade20k import load_ade20k
-from .base import FEATURES, IMAGE, LABEL, Source
-from .cityscapes import load_cityscapes
-from .folder import load_folder
-from .hub import load_hub
-from .synthetic import load_synthetic
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...recipe import Recipe
+    from .base import Source
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """How one `data.source` is loaded.
+
+    Attributes:
+        loader: "module:function" in segtune.data.sources; the function takes `(data: DataConfig, seed: int)`
+            and returns a Source.
+        needs_path: the source reads `data.path`.
+        default_path: the path used when `data.path` is not set (None: the recipe must give one).
+    """
+
+    loader: str
+    needs_path: bool
+    default_path: str | None = None
+
+
+SOURCES: dict[str, SourceEntry] = {
+    "synthetic": SourceEntry("synthetic:load_synthetic", needs_path=False),
+    "folder": SourceEntry("folder:load_folder", needs_path=True),
+    "cityscapes": SourceEntry("cityscapes:load_cityscapes", needs_path=True),
+    "hub": SourceEntry("hub:load_hub", needs_path=True),
+    "ade20k": SourceEntry("ade20k:load_ade20k", needs_path=True, default_path="data/ADEChallengeData2016"),
+    "coco_stuff": SourceEntry("coco_stuff:load_coco_stuff", needs_path=True, default_path="data/coco_stuff164k"),
+}
 
 
 def load_source(recipe: Recipe) -> Source:
     """The samples `recipe.data` points to, before any label mapping or transform.
 
+    `data.path` falls back to the source's default path.
+
     Raises:
+        KeyError: `data.source` is not in SOURCES (a validated recipe never has one).
         DatasetError: whatever the source finds wrong (missing folder, split, column, unpaired files...).
     """
-    data, seed = recipe.data, recipe.train.seed
-    if data.source == "synthetic":
-        return load_synthetic(data.synthetic, data.train_split, data.eval_split)
-    if data.source == "folder":
-        return load_folder(data, seed)
-    if data.source == "cityscapes":
-        return load_cityscapes(data)
-    if data.source == "ade20k":
-        return load_ade20k(data, seed)
-    return load_hub(data, seed)
+    entry = SOURCES[recipe.data.source]
+    data = recipe.data
+    if data.path is None and entry.default_path is not None:
+        data = dataclasses.replace(data, path=entry.default_path)
+    return _loader(entry)(data, recipe.train.seed)
 
 
-__all__ = ["FEATURES", "IMAGE", "LABEL", "Source", "load_source"]
+def _loader(entry: SourceEntry) -> Any:
+    module, function = entry.loader.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+# The shared names of base.py, imported on first use so that importing the registry stays light.
+_FROM_BASE = ("FEATURES", "IMAGE", "LABEL", "Source")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["FEATURES", "IMAGE", "LABEL", "SOURCES", "Source", "SourceEntry", "load_source"]

@@ -1,6 +1,17 @@
-"""ADE20K (SceneParse150): the Hub code path, plus the dataset's label convention.
+"""ADE20K (SceneParse150, 150 classes) from its official folder, or a Parquet copy of it.
 
-    data.source: ade20k          # data.path defaults to scene_parse_150; a local copy works the same way
+    data.source: ade20k          # data.path defaults to data/ADEChallengeData2016
+
+The official download, http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip, unzips to
+
+    ADEChallengeData2016/images/{training,validation}/ADE_*.jpg
+    ADEChallengeData2016/annotations/{training,validation}/ADE_*.png
+
+as mmsegmentation and NVlabs/SegFormer read it; images and masks pair by file name. `data.train_split`
+`train` or `training` reads the training folders, `data.eval_split` `validation` or `val` the validation
+ones. Any other `data.path` (a save_to_disk folder, a parquet file or folder, a Hub id of Parquet files with
+`image` and `annotation` columns) takes the hub path. The Hub's own `scene_parse_150` is a loading script,
+which datasets >= 4 refuses: segtune says so before calling datasets (see scripts.py).
 
 Masks store 0 for "other" and 1..150 for the classes: `reduce_labels` is always on (0 -> ignore,
 k -> k - 1), applied once by the LabelSpec. The 150 class names and colours are those of mmsegmentation's
@@ -9,11 +20,19 @@ ADE20KDataset, so no label file has to be downloaded.
 
 from __future__ import annotations
 
-from ...recipe import DataConfig
-from .base import Source
-from .hub import load_hub
+from pathlib import Path
 
-HUB_ID = "scene_parse_150"
+import datasets
+
+from ...errors import DatasetError
+from ...recipe import DataConfig
+from . import SOURCES
+from .base import Source, files_by_stem, pair_by_stem, paired_dataset, report_problems, require_nonempty
+from .hub import load_hub
+from .scripts import ADE20K_ZIP
+
+# The recipe's split names -> the official folders.
+SPLIT_FOLDERS = {"train": "training", "training": "training", "validation": "validation", "val": "validation"}
 
 CLASSES = (
     "wall",
@@ -326,10 +345,66 @@ def load_ade20k(data: DataConfig, seed: int) -> Source:
     """ADE20K's train and eval splits with its 150 names, its palette and reduce_labels.
 
     Raises:
-        DatasetError: as `load_hub`.
+        DatasetError: the official folder is missing (with where to download it) or incomplete (missing
+            folder, unpaired files, unknown split name, empty split); or as `load_hub` for other paths.
     """
-    source = load_hub(data, seed, path=data.path or HUB_ID, find_id2label=False)
+    path = data.path or SOURCES["ade20k"].default_path
+    root = Path(path).expanduser()
+    if (root / "images").is_dir() or (root / "annotations").is_dir():
+        source = _load_folder(root, data)
+    elif (root / "ADEChallengeData2016").is_dir():
+        raise DatasetError(
+            f"data.path {path!r} holds the unzipped ADE20K folder: set data.path to {root / 'ADEChallengeData2016'}"
+        )
+    elif root.exists() or not _looks_local(path):
+        source = load_hub(data, seed, path=path, find_id2label=False)
+    else:  # never ask the Hub about a folder that is not there
+        raise DatasetError(
+            f"data.path {path!r}: ADE20K folder not found. Download {ADE20K_ZIP} and unzip it into "
+            f"{str(root.parent)!r} (it holds ADEChallengeData2016/images and ADEChallengeData2016/annotations), "
+            "or point data.path at your ADEChallengeData2016 folder"
+        )
     source.id2label = dict(enumerate(CLASSES))
     source.palette = PALETTE
     source.reduce_labels = True
     return source
+
+
+def _looks_local(path: str) -> bool:
+    """A path meant as a folder, never a Hub id ("name" or "owner/name")."""
+    default = SOURCES["ade20k"].default_path
+    return path == default or Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1
+
+
+def _load_folder(root: Path, data: DataConfig) -> Source:
+    """The splits of an ADEChallengeData2016 folder."""
+    skipped: list[str] = []
+    splits, problems = {}, []
+    for split in (data.train_split, data.eval_split):
+        images, masks, found = _pair_split(root, split)
+        problems += found
+        splits[split] = paired_dataset(images, masks)
+    report_problems(problems, data.skip_invalid, skipped, f"{root} (ADE20K)")
+    for split, dataset in splits.items():
+        require_nonempty(dataset, split, str(root))
+    return Source(splits=datasets.DatasetDict(splits), name=str(root), skipped=skipped)
+
+
+def _pair_split(root: Path, split: str) -> tuple[list[str], list[str], list[str]]:
+    folder = SPLIT_FOLDERS.get(split)
+    if folder is None:
+        raise DatasetError(
+            f"{root} (ADE20K): split {split!r} (data.train_split / data.eval_split) has no folder; "
+            f"expected one of {list(SPLIT_FOLDERS)}"
+        )
+    images_dir, masks_dir = root / "images" / folder, root / "annotations" / folder
+    for needed in (images_dir, masks_dir):
+        if not needed.is_dir():
+            raise DatasetError(f"{root} (ADE20K): folder {str(needed)!r} for split {split!r} not found")
+    return pair_by_stem(
+        files_by_stem(images_dir, (".jpg", ".jpeg", ".png")),
+        files_by_stem(masks_dir, (".png",)),
+        root,
+        f"images/{folder}/{{}}.jpg",
+        f"annotations/{folder}/{{}}.png",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -28,6 +29,7 @@ class Source:
         palette: one colour per class, when the source defines them.
         reduce_labels: the source's own convention is ADE20K's (0 = other, k -> k - 1).
         label_map: raw value -> train id, when files store other ids (Cityscapes label ids).
+        strict_label_map: values the label_map does not list are invalid, not ignored (COCO-Stuff's ids).
         skipped: problems found while listing files that `data.skip_invalid` let through (dropped samples).
     """
 
@@ -37,12 +39,53 @@ class Source:
     palette: tuple[Color, ...] | None = None
     reduce_labels: bool = False
     label_map: Mapping[int, int] | None = None
+    strict_label_map: bool = False
     skipped: list[str] = field(default_factory=list)
 
 
 def paired_dataset(images: Sequence[str], masks: Sequence[str]) -> datasets.Dataset:
     """A Dataset of file paths with Image features: only paths are stored, pixels are read per access."""
     return datasets.Dataset.from_dict({IMAGE: list(images), LABEL: list(masks)}, features=FEATURES)
+
+
+def files_by_stem(folder: Path, suffixes: Sequence[str], exclude: str | None = None) -> dict[str, Path]:
+    """Name without `suffix` -> path, for the files directly in `folder` whose name ends with one of `suffixes`
+    (case-insensitive) and not with `exclude`; hidden files are skipped. Empty when the folder is missing."""
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for path in sorted(folder.iterdir()):
+        name = path.name.lower()
+        suffix = next((s for s in suffixes if name.endswith(s.lower())), None)
+        if suffix is None or name.startswith(".") or (exclude and name.endswith(exclude.lower())):
+            continue
+        if path.is_file():
+            found[path.name[: -len(suffix)]] = path
+    return found
+
+
+def pair_by_stem(
+    images: Mapping[str, Path], masks: Mapping[str, Path], root: Path, image_name: str, mask_name: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(image paths, mask paths) of the stems both have, and one problem line per unpaired file.
+
+    `image_name` / `mask_name` are the expected files as templates relative to `root`, e.g.
+    "images/training/{}.jpg", named in the problems ("image 'images/training/a.jpg' has no mask ...").
+    """
+    problems = [
+        f"image {_relative(images[s], root)} has no mask {mask_name.format(s)!r}"
+        for s in sorted(images.keys() - masks.keys())
+    ]
+    problems += [
+        f"mask {_relative(masks[s], root)} has no image {image_name.format(s)!r}"
+        for s in sorted(masks.keys() - images.keys())
+    ]
+    paired = sorted(images.keys() & masks.keys())
+    return [str(images[s]) for s in paired], [str(masks[s]) for s in paired], problems
+
+
+def _relative(path: Path, root: Path) -> str:
+    return repr(path.relative_to(root).as_posix()) if path.is_relative_to(root) else repr(str(path))
 
 
 def report_problems(problems: list[str], skip_invalid: bool, skipped: list[str], what: str) -> None:

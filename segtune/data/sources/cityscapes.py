@@ -45,8 +45,8 @@ def cityscapes_labels() -> tuple[dict[int, str], tuple[tuple[int, int, int], ...
     return id2label, palette, id_to_train
 
 
-def load_cityscapes(data: DataConfig) -> Source:
-    """The train and eval splits of a Cityscapes tree.
+def load_cityscapes(data: DataConfig, seed: int) -> Source:
+    """The train and eval splits of a Cityscapes tree (`seed` is unused: Cityscapes has fixed splits).
 
     Raises:
         DatasetError: missing folders, an image without a gtFine mask or the reverse, an empty split.

@@ -20,6 +20,7 @@ from ...errors import DatasetError
 from ...recipe import DataConfig
 from ..labels import read_id2label
 from .base import IMAGE, LABEL, Source, require_nonempty, seeded_split
+from .scripts import refuse_script_dataset, script_error_from
 
 # Column names transformers' example script renames: (image, label) fallbacks when the recipe's are absent.
 _FALLBACKS = {IMAGE: ("image", "pixel_values", "img"), LABEL: ("label", "annotation", "semantic_segmentation", "mask")}
@@ -31,8 +32,8 @@ def load_hub(data: DataConfig, seed: int, path: str | None = None, find_id2label
     `find_id2label=False` skips looking for an id2label.json (a source that knows its names).
 
     Raises:
-        DatasetError: the dataset cannot be loaded, a split or column is missing, a column is not an
-            Image feature, or a split is empty.
+        DatasetError: the dataset cannot be loaded or is a loading script (datasets >= 4 runs none), a split
+            or column is missing, a column is not an Image feature, or a split is empty.
     """
     path = path or data.path or ""
     splits = _load(path, data.config_name)
@@ -60,11 +61,14 @@ def _load(path: str, config_name: str | None) -> datasets.DatasetDict:
         elif local.is_file() and local.suffix == ".parquet":
             loaded = datasets.load_dataset("parquet", data_files={"train": str(local)})
         else:
+            refuse_script_dataset(path)  # before datasets, which would reach the Hub to find out
             loaded = datasets.load_dataset(path, config_name)
     except DatasetError:
         raise
-    except Exception as error:  # datasets raises many types (not found, offline, bad config, ...)
-        raise DatasetError(f"data.path {path!r}: cannot load the dataset: {type(error).__name__}: {error}") from None
+    except Exception as error:  # datasets raises many types (not found, offline, bad config, script, ...)
+        raise script_error_from(error, path) or DatasetError(
+            f"data.path {path!r}: cannot load the dataset: {type(error).__name__}: {error}"
+        ) from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     if not isinstance(loaded, datasets.DatasetDict):

@@ -26,7 +26,7 @@ import numpy as np
 import PIL.Image
 
 from ...errors import DatasetError
-from ...recipe import SyntheticConfig
+from ...recipe import DataConfig
 from ..labels import Color
 from .base import FEATURES, IMAGE, LABEL, Source
 
@@ -44,28 +44,31 @@ _OBJECTS = (3, 6)  # objects per scene: [low, high)
 _SATURATION, _VALUE = 0.75, 0.8  # of each class's base colour (its palette colour), before the colour noise
 
 
-def load_synthetic(config: SyntheticConfig, train_split: str, eval_split: str) -> Source:
-    """Deterministic train and eval splits of synthetic scenes (seed: `data.synthetic.seed`, default 0).
+def load_synthetic(data: DataConfig, seed: int) -> Source:
+    """Deterministic train and eval splits of `data.synthetic` scenes, under the recipe's split names.
+
+    The scenes take `data.synthetic.seed` (default 0), not the training seed `seed`: the data stays put
+    when training varies.
 
     Raises:
         DatasetError: more classes than the shape families can tell apart.
     """
+    config, train_split, eval_split = data.synthetic, data.train_split, data.eval_split
     classes = config.num_classes
     if not 2 <= classes <= MAX_CLASSES:
         raise DatasetError(
             f"data.synthetic.num_classes: expected 2..{MAX_CLASSES} (background + shape families), found {classes}"
         )
-    seed = config.seed
     splits = {}
     for split_id, (split, count) in enumerate(((train_split, config.num_train), (eval_split, config.num_eval))):
-        kwargs = dict(
-            seed=seed,
-            split_id=split_id,
-            count=count,
-            size=config.image_size,
-            num_classes=classes,
-            version=SCENE_VERSION,
-        )
+        kwargs = {
+            "seed": config.seed,
+            "split_id": split_id,
+            "count": count,
+            "size": config.image_size,
+            "num_classes": classes,
+            "version": SCENE_VERSION,
+        }
         splits[split] = datasets.Dataset.from_generator(_scenes, features=FEATURES, gen_kwargs=kwargs, split=split)
     return Source(
         splits=datasets.DatasetDict(splits),

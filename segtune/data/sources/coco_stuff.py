@@ -1,0 +1,470 @@
+"""COCO-Stuff-164k (171 classes) in mmsegmentation's layout, from its raw maps or converted train ids.
+
+    data.source: coco_stuff      # data.path defaults to data/coco_stuff164k
+
+    root/images/{train2017,val2017}/*.jpg                      COCO 2017 images (train2017.zip, val2017.zip)
+    root/annotations/{train2017,val2017}/*.png                 stuffthingmaps_trainval2017.zip, unzipped
+    root/annotations/{train2017,val2017}/*_labelTrainIds.png   or: converted by mmseg's coco_stuff164k.py
+
+`data.train_split` `train` or `train2017` reads the train2017 folders, `data.eval_split` `validation`,
+`val` or `val2017` the val2017 ones. When every image has a `*_labelTrainIds.png` mask, those are read
+(values 0..170, 255 ignored). Otherwise the raw stuffthingmaps are read: they hold the COCO category id
+minus one (0..181, 255 unlabeled), and the 171 ids that occur map in increasing order to 0..170, once,
+through the LabelSpec. The other 11 ids (thing categories COCO never used) and any value above 181 but
+255 are refused as out-of-range labels, never silently ignored.
+
+The class names and colours are mmsegmentation's COCOStuffDataset's (mmseg/datasets/coco_stuff.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+
+from ...errors import DatasetError
+from ...recipe import DataConfig
+from .base import Source, files_by_stem, pair_by_stem, paired_dataset, report_problems, require_nonempty
+
+TRAIN_IDS_SUFFIX = "_labelTrainIds.png"
+# The recipe's split names -> the COCO 2017 folders.
+SPLIT_FOLDERS = {
+    "train": "train2017",
+    "train2017": "train2017",
+    "validation": "val2017",
+    "val": "val2017",
+    "val2017": "val2017",
+}
+DOWNLOAD = (
+    "http://images.cocodataset.org/zips/train2017.zip, http://images.cocodataset.org/zips/val2017.zip (unzip "
+    "into images/) and http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/"
+    "stuffthingmaps_trainval2017.zip (unzip into annotations/)"
+)
+
+# Raw stuffthingmaps values are COCO category ids minus one, 0..181; these 11 thing ids are never used.
+UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+RAW_IGNORE = 255
+# raw id -> train id: the 171 used ids in increasing order, as mmseg's tools/dataset_converters/coco_stuff164k.py.
+RAW_TO_TRAIN = {raw: i for i, raw in enumerate(r for r in range(182) if r not in UNUSED_IDS)} | {RAW_IGNORE: 255}
+
+CLASSES = (
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+    "banner",
+    "blanket",
+    "branch",
+    "bridge",
+    "building-other",
+    "bush",
+    "cabinet",
+    "cage",
+    "cardboard",
+    "carpet",
+    "ceiling-other",
+    "ceiling-tile",
+    "cloth",
+    "clothes",
+    "clouds",
+    "counter",
+    "cupboard",
+    "curtain",
+    "desk-stuff",
+    "dirt",
+    "door-stuff",
+    "fence",
+    "floor-marble",
+    "floor-other",
+    "floor-stone",
+    "floor-tile",
+    "floor-wood",
+    "flower",
+    "fog",
+    "food-other",
+    "fruit",
+    "furniture-other",
+    "grass",
+    "gravel",
+    "ground-other",
+    "hill",
+    "house",
+    "leaves",
+    "light",
+    "mat",
+    "metal",
+    "mirror-stuff",
+    "moss",
+    "mountain",
+    "mud",
+    "napkin",
+    "net",
+    "paper",
+    "pavement",
+    "pillow",
+    "plant-other",
+    "plastic",
+    "platform",
+    "playingfield",
+    "railing",
+    "railroad",
+    "river",
+    "road",
+    "rock",
+    "roof",
+    "rug",
+    "salad",
+    "sand",
+    "sea",
+    "shelf",
+    "sky-other",
+    "skyscraper",
+    "snow",
+    "solid-other",
+    "stairs",
+    "stone",
+    "straw",
+    "structural-other",
+    "table",
+    "tent",
+    "textile-other",
+    "towel",
+    "tree",
+    "vegetable",
+    "wall-brick",
+    "wall-concrete",
+    "wall-other",
+    "wall-panel",
+    "wall-stone",
+    "wall-tile",
+    "wall-wood",
+    "water-other",
+    "waterdrops",
+    "window-blind",
+    "window-other",
+    "wood",
+)
+
+# mmseg's colours, kept as they are: a few classes share one (person and bicycle, ...).
+PALETTE = (
+    (0, 192, 64),
+    (0, 192, 64),
+    (0, 64, 96),
+    (128, 192, 192),
+    (0, 64, 64),
+    (0, 192, 224),
+    (0, 192, 192),
+    (128, 192, 64),
+    (0, 192, 96),
+    (128, 192, 64),
+    (128, 32, 192),
+    (0, 0, 224),
+    (0, 0, 64),
+    (0, 160, 192),
+    (128, 0, 96),
+    (128, 0, 192),
+    (0, 32, 192),
+    (128, 128, 224),
+    (0, 0, 192),
+    (128, 160, 192),
+    (128, 128, 0),
+    (128, 0, 32),
+    (128, 32, 0),
+    (128, 0, 128),
+    (64, 128, 32),
+    (0, 160, 0),
+    (0, 0, 0),
+    (192, 128, 160),
+    (0, 32, 0),
+    (0, 128, 128),
+    (64, 128, 160),
+    (128, 160, 0),
+    (0, 128, 0),
+    (192, 128, 32),
+    (128, 96, 128),
+    (0, 0, 128),
+    (64, 0, 32),
+    (0, 224, 128),
+    (128, 0, 0),
+    (192, 0, 160),
+    (0, 96, 128),
+    (128, 128, 128),
+    (64, 0, 160),
+    (128, 224, 128),
+    (128, 128, 64),
+    (192, 0, 32),
+    (128, 96, 0),
+    (128, 0, 192),
+    (0, 128, 32),
+    (64, 224, 0),
+    (0, 0, 64),
+    (128, 128, 160),
+    (64, 96, 0),
+    (0, 128, 192),
+    (0, 128, 160),
+    (192, 224, 0),
+    (0, 128, 64),
+    (128, 128, 32),
+    (192, 32, 128),
+    (0, 64, 192),
+    (0, 0, 32),
+    (64, 160, 128),
+    (128, 64, 64),
+    (128, 0, 160),
+    (64, 32, 128),
+    (128, 192, 192),
+    (0, 0, 160),
+    (192, 160, 128),
+    (128, 192, 0),
+    (128, 0, 96),
+    (192, 32, 0),
+    (128, 64, 128),
+    (64, 128, 96),
+    (64, 160, 0),
+    (0, 64, 0),
+    (192, 128, 224),
+    (64, 32, 0),
+    (0, 192, 128),
+    (64, 128, 224),
+    (192, 160, 0),
+    (0, 192, 0),
+    (192, 128, 96),
+    (192, 96, 128),
+    (0, 64, 128),
+    (64, 0, 96),
+    (64, 224, 128),
+    (128, 64, 0),
+    (192, 0, 224),
+    (64, 96, 128),
+    (128, 192, 128),
+    (64, 0, 224),
+    (192, 224, 128),
+    (128, 192, 64),
+    (192, 0, 96),
+    (192, 96, 0),
+    (128, 64, 192),
+    (0, 128, 96),
+    (0, 224, 0),
+    (64, 64, 64),
+    (128, 128, 224),
+    (0, 96, 0),
+    (64, 192, 192),
+    (0, 128, 224),
+    (128, 224, 0),
+    (64, 192, 64),
+    (128, 128, 96),
+    (128, 32, 128),
+    (64, 0, 192),
+    (0, 64, 96),
+    (0, 160, 128),
+    (192, 0, 64),
+    (128, 64, 224),
+    (0, 32, 128),
+    (192, 128, 192),
+    (0, 64, 224),
+    (128, 160, 128),
+    (192, 128, 0),
+    (128, 64, 32),
+    (128, 32, 64),
+    (192, 0, 128),
+    (64, 192, 32),
+    (0, 160, 64),
+    (64, 0, 0),
+    (192, 192, 160),
+    (0, 32, 64),
+    (64, 128, 128),
+    (64, 192, 160),
+    (128, 160, 64),
+    (64, 128, 0),
+    (192, 192, 32),
+    (128, 96, 192),
+    (64, 0, 128),
+    (64, 64, 32),
+    (0, 224, 192),
+    (192, 0, 0),
+    (192, 64, 160),
+    (0, 96, 192),
+    (192, 128, 128),
+    (64, 64, 160),
+    (128, 224, 192),
+    (192, 128, 64),
+    (192, 64, 32),
+    (128, 96, 64),
+    (192, 0, 192),
+    (0, 192, 32),
+    (64, 224, 64),
+    (64, 0, 64),
+    (128, 192, 160),
+    (64, 96, 64),
+    (64, 128, 192),
+    (0, 192, 160),
+    (192, 224, 64),
+    (64, 128, 64),
+    (128, 192, 32),
+    (192, 32, 192),
+    (64, 64, 192),
+    (0, 64, 32),
+    (64, 160, 192),
+    (192, 64, 64),
+    (128, 64, 160),
+    (64, 32, 192),
+    (192, 192, 192),
+    (0, 64, 160),
+    (192, 160, 192),
+    (192, 192, 0),
+    (128, 64, 96),
+    (192, 32, 64),
+    (192, 64, 128),
+    (64, 192, 96),
+    (64, 160, 64),
+    (64, 64, 0),
+)
+
+
+def load_coco_stuff(data: DataConfig, seed: int) -> Source:
+    """COCO-Stuff-164k's train and eval splits with its 171 names and palette (`seed` is unused: fixed splits).
+
+    Raises:
+        DatasetError: the folder is missing (with where to download it) or incomplete (missing folder,
+            unpaired files, unknown split name, empty split).
+    """
+    root = Path(data.path or "").expanduser()
+    if not (root / "images").is_dir() or not (root / "annotations").is_dir():
+        raise DatasetError(
+            f"data.path {str(root)!r}: COCO-Stuff-164k folder with images/ and annotations/ not found. "
+            f"Download {DOWNLOAD}, then point data.path at that folder"
+        )
+    folders = {split: _folder(root, split) for split in (data.train_split, data.eval_split)}
+    use_train_ids = all(_has_train_ids(root, folder) for folder in folders.values())
+    skipped: list[str] = []
+    splits, problems = {}, []
+    for split, folder in folders.items():
+        images, masks, found = _pair_split(root, folder, use_train_ids)
+        problems += found
+        splits[split] = paired_dataset(images, masks)
+    report_problems(problems, data.skip_invalid, skipped, f"{root} (COCO-Stuff)")
+    for split, dataset in splits.items():
+        require_nonempty(dataset, split, str(root))
+    return Source(
+        splits=datasets.DatasetDict(splits),
+        name=str(root),
+        id2label=dict(enumerate(CLASSES)),
+        palette=PALETTE,
+        # train-id files hold train ids and 255 already, which the identity mapping checks
+        label_map=None if use_train_ids else RAW_TO_TRAIN,
+        strict_label_map=not use_train_ids,
+        skipped=skipped,
+    )
+
+
+def _folder(root: Path, split: str) -> str:
+    folder = SPLIT_FOLDERS.get(split)
+    if folder is None:
+        raise DatasetError(
+            f"{root} (COCO-Stuff): split {split!r} (data.train_split / data.eval_split) has no folder; "
+            f"expected one of {list(SPLIT_FOLDERS)}"
+        )
+    for needed in (root / "images" / folder, root / "annotations" / folder):
+        if not needed.is_dir():
+            raise DatasetError(f"{root} (COCO-Stuff): folder {str(needed)!r} for split {split!r} not found")
+    return folder
+
+
+def _has_train_ids(root: Path, folder: str) -> bool:
+    """Every image of the split has a converted `*_labelTrainIds.png` mask."""
+    images = files_by_stem(root / "images" / folder, (".jpg", ".jpeg", ".png"))
+    converted = files_by_stem(root / "annotations" / folder, (TRAIN_IDS_SUFFIX,))
+    return bool(converted) and images.keys() <= converted.keys()
+
+
+def _pair_split(root: Path, folder: str, use_train_ids: bool) -> tuple[list[str], list[str], list[str]]:
+    suffix = TRAIN_IDS_SUFFIX if use_train_ids else ".png"
+    masks_dir = root / "annotations" / folder
+    masks = (
+        files_by_stem(masks_dir, (TRAIN_IDS_SUFFIX,))
+        if use_train_ids
+        else files_by_stem(masks_dir, (".png",), exclude=TRAIN_IDS_SUFFIX)
+    )
+    return pair_by_stem(
+        files_by_stem(root / "images" / folder, (".jpg", ".jpeg", ".png")),
+        masks,
+        root,
+        f"images/{folder}/{{}}.jpg",
+        f"annotations/{folder}/{{}}{suffix}",
+    )
