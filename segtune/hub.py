@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from . import run_dir
+from .data.sources import SOURCES
 from .errors import HubError
 from .metrics import per_class_table
 from .recipe import ARCHS, Recipe, recipe_from_dict
@@ -52,10 +53,17 @@ def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
     )
 
 
+# The Hub ids model cards (NVIDIA's among them) give the paper's datasets when they were read from local folders.
+_CARD_DATASETS = {"ade20k": "scene_parse_150", "cityscapes": "cityscapes", "coco_stuff": "coco_stuff164k"}
+
+
 def _dataset_id(recipe: Recipe) -> str | None:
-    if recipe.data.source in ("hub", "ade20k"):
-        return recipe.data.path
-    return "cityscapes" if recipe.data.source == "cityscapes" else None
+    """The dataset's Hub id for the card: the Hub dataset trained on, else the usual id of a paper dataset."""
+    data = recipe.data
+    local = data.path is None or Path(data.path).exists() or data.path == SOURCES[data.source].default_path
+    if data.source == "hub" or (data.source == "ade20k" and not local):  # ADE20K may be a Parquet copy on the Hub
+        return data.path
+    return _CARD_DATASETS.get(data.source)
 
 
 def _from_nvidia(recipe: Recipe) -> bool:

@@ -68,7 +68,7 @@ def test_skip_invalid_warns_and_skips_as_when_read(tmp_path, caplog):
         data = build_datasets(folder_recipe(wrong_size_folder(tmp_path), "data.skip_invalid=true"))
     assert "data.check=quick found 1 problem(s) in 6 samples" in caplog.text and "skipped when read" in caplog.text
     assert data.skipped.count == 0  # counted once, when read, as before
-    assert data.train[2]["pixel_values"].shape == (3, 32, 32)  # replaced by the next valid sample
+    assert data.train[2]["image"].shape == (3, 32, 32)  # replaced by the next valid sample
     assert data.skipped.count == 1
 
 

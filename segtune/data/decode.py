@@ -159,9 +159,13 @@ def image_size(value: Any, where: str) -> tuple[int, int]:
     Raises:
         DatasetError: missing, unreadable or corrupt file.
     """
-    data = _read_bytes(_payload(value, where), where)
+    payload = _payload(value, where)
+    if isinstance(payload, str) and not Path(payload).is_file():
+        _read_bytes(payload, where)  # raises, naming the file and the reason
+    # A path is opened as a file: PIL reads the header only, not the whole file (the pre-flight check's cost)
+    source = io.BytesIO(payload) if isinstance(payload, bytes) else payload
     try:
-        with PIL.Image.open(io.BytesIO(data)) as image:
+        with PIL.Image.open(source) as image:
             width, height = image.size
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise DatasetError(f"{where}: not a readable image ({_reason(error)})") from None
