@@ -67,4 +67,6 @@ def evaluate_checkpoint(model_id: str, recipe: Recipe) -> tuple[dict, dict[int, 
         )
     loader = make_loader(data.eval, recipe.eval.batch_size, recipe.data.num_workers)
     model, loader = accelerator.prepare(model, loader)
+    if recipe.eval.compile is True:  # auto: one pass over the split does not pay for compiling
+        model = torch.compile(model, dynamic=True)
     return evaluate(model, loader, accelerator, data.labels, recipe.eval), data.labels.id2label

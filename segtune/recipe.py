@@ -146,6 +146,9 @@ class EvalConfig:
     tta_flip: bool = True
     window_batch: int = 4  # sliding windows per forward pass
     batch_size: int = 1
+    # torch.compile evaluation too, with dynamic shapes (one graph for every image size: measured, no
+    # recompiles). auto: whenever training compiles; `python -m segtune.evaluate` compiles only when true.
+    compile: bool | str = "auto"
     num_visualizations: int = 8  # samples in the prediction grid
 
 
@@ -520,6 +523,7 @@ def _check_eval(r: Recipe) -> list[str]:
     problems += _positive("eval.crop_size", e.crop_size) + _positive("eval.stride", e.stride)
     problems += _positive("eval.resize", e.resize) + _positive("eval.tta_scales", e.tta_scales)
     problems += _positive("eval.batch_size", e.batch_size) + _positive("eval.window_batch", e.window_batch)
+    problems += _choice("eval.compile", e.compile, COMPILE_MODES)
     if any(s > c for s, c in zip(e.stride, e.crop_size)):
         problems.append(
             f"eval.stride: expected at most eval.crop_size {e.crop_size} (windows must overlap or touch), found {e.stride}"

@@ -254,7 +254,7 @@ def test_eval_item_keeps_native_labels(folder):
     data = folder_data(folder, "eval.resize=[64,48]")
     item = data.eval[0]
     assert item["pixel_values"].shape == (3, 48, 64)  # short side 48, ratio kept
-    assert item["labels"].shape == (24, 32) and item["labels"].dtype == torch.int64
+    assert item["labels"].shape == (24, 32) and item["labels"].dtype == torch.uint8
     assert item["image"].shape == (3, 24, 32) and item["image"].dtype == torch.uint8
 
 

@@ -192,3 +192,20 @@ def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):
                                 "train.gradient_accumulation_steps=2", "train.reference_batch_size=4"))
     assert 0 <= float(results["mean_iou"]) <= 1
     assert {str(t.dtype) for t in final_weights(out).values()} == {"torch.float32", "torch.int64"}  # fp32 master weights
+
+
+@pytest.mark.parametrize(
+    ("device", "overrides", "expected"),
+    [
+        ("cpu", [], (False, False)),  # CPU: compiling would cost more than it saves
+        ("cuda", [], (True, True)),  # the paper's 160k steps on a GPU
+        ("cuda", ["train.max_steps=1000"], (False, False)),  # a short run
+        ("mps", [], (False, False)),
+        ("cpu", ["train.compile=true"], (True, True)),  # asked for
+        ("cuda", ["eval.compile=false"], (True, False)),
+        ("cuda", ["train.compile=false", "eval.compile=true"], (False, True)),
+    ],
+)
+def test_compile_auto_is_on_for_long_gpu_runs_only(device, overrides, expected):
+    assert (load_recipe("cityscapes.yaml").train.compile, load_recipe("demo.yaml").eval.compile) == ("auto", "auto")
+    assert loop.compiles(load_recipe("cityscapes.yaml", overrides), torch.device(device)) == expected

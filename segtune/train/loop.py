@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, is_compiled_module, set_seed
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 
 from .. import run_dir
@@ -56,15 +56,16 @@ class Run:
     train_loader: DataLoader
     eval_loader: DataLoader
     losses: LossMeter
+    eval_model: torch.nn.Module  # `model` uncompiled, or compiled with dynamic shapes (eval.compile)
     state: RunState = field(default_factory=RunState)
     snapshot: StepSnapshot | None = None  # RNG and buffers at the last step boundary, for an exact stop
 
 
-def compiles(recipe: Recipe, device: torch.device) -> bool:
-    """Whether `train.compile` (true, false or auto) compiles the model on `device`."""
-    if recipe.train.compile == "auto":
-        return device.type == "cuda" and recipe.train.max_steps >= COMPILE_MIN_STEPS
-    return bool(recipe.train.compile)
+def compiles(recipe: Recipe, device: torch.device) -> tuple[bool, bool]:
+    """Whether `train.compile` and `eval.compile` (true, false or auto) compile training and evaluation on `device`."""
+    auto = device.type == "cuda" and recipe.train.max_steps >= COMPILE_MIN_STEPS
+    train = auto if recipe.train.compile == "auto" else bool(recipe.train.compile)
+    return train, train if recipe.eval.compile == "auto" else bool(recipe.eval.compile)
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
@@ -120,12 +121,17 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     model, optimizer, scheduler, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, scheduler, train_loader, eval_loader
     )
-    if compiles(recipe, accelerator.device):
-        # As Accelerate's own dynamo option, last, so checkpoints hold the uncompiled module's keys.
-        # Training crops are all crop_size: static shapes, one graph.
-        model = torch.compile(model, dynamic=False)
+    # Evaluation goes through DDP's wrapper, which gives every process the main process's BatchNorm
+    # statistics (plain BatchNorm on CPU keeps per-process ones).
+    eval_model = model
+    compile_train, compile_eval = compiles(recipe, accelerator.device)
+    # As Accelerate's own dynamo option: last, so checkpoints hold the uncompiled module's keys.
+    if compile_train:
+        model = torch.compile(model, dynamic=False)  # training crops are all crop_size: one static graph
+    if compile_eval:
+        eval_model = torch.compile(eval_model, dynamic=True)  # one graph for every image size
     losses = LossMeter(accelerator.device)
-    return Run(recipe, accelerator, data, model, optimizer, scheduler, train_loader, eval_loader, losses)
+    return Run(recipe, accelerator, data, model, optimizer, scheduler, train_loader, eval_loader, losses, eval_model)
 
 
 def restore(run: Run, resume: str) -> None:
@@ -198,14 +204,9 @@ def checkpoint(run: Run) -> Path:
 
 
 def periodic_eval(run: Run, log: TrainLog) -> dict:
-    """Evaluate, log, and track the best mIoU.
-
-    Eager, never compiled: evaluation image sizes vary. Through DDP's wrapper, which gives every process
-    the main process's BatchNorm statistics (plain BatchNorm on CPU keeps per-process ones).
-    """
+    """Evaluate, log, and track the best mIoU."""
     check_finite(run)
-    model = run.model._orig_mod if is_compiled_module(run.model) else run.model
-    results = evaluate(model, run.eval_loader, run.accelerator, run.data.labels, run.recipe.eval)
+    results = evaluate(run.eval_model, run.eval_loader, run.accelerator, run.data.labels, run.recipe.eval)
     miou = float(results["mean_iou"])
     if run.state.best_miou is None or miou > run.state.best_miou:
         run.state.best_miou, run.state.best_step = miou, run.state.step
