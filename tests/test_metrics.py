@@ -71,15 +71,48 @@ def random_case(seed: int, remap: bool = True, min_maps: int = 0) -> dict:
     label_map = None
     if remap and rng.random() < 0.3:
         label_map = {int(old): int(rng.integers(0, num_labels + 2)) for old in rng.choice(present, size=3)}
-    return dict(
-        predictions=predictions,
-        references=references,
-        num_labels=num_labels,
-        ignore_index=ignore_index,
-        nan_to_num=[None, None, 0, -1.0, 0.5][rng.integers(5)],
-        label_map=label_map,
-        reduce_labels=bool(rng.random() < 0.3),
-    )
+    return {
+        "predictions": predictions,
+        "references": references,
+        "num_labels": num_labels,
+        "ignore_index": ignore_index,
+        "nan_to_num": [None, None, 0, -1.0, 0.5][rng.integers(5)],
+        "label_map": label_map,
+        "reduce_labels": bool(rng.random() < 0.3),
+    }
+
+
+# Values far outside the classes, per dtype: uint16-style ignore values, dataset ids, int32/int64 extremes.
+WIDE_VALUES = {
+    np.uint8: [200, 255],
+    np.int16: [-300, 300, 32767],
+    np.int32: [-100, 1000, 65535, 2**31 - 1],
+    np.int64: [-100, 65535, 2**40, -(2**40)],
+}
+SETTINGS = ["num_labels", "ignore_index", "nan_to_num", "label_map", "reduce_labels"]
+
+
+def wide_case(seed: int) -> dict:
+    """A `random_case` with values far outside the classes in both maps, and an ignore index that may be one of
+    them, a class, or a value outside the classes (255, -1, None)."""
+    case = random_case(seed, min_maps=1)
+    rng = np.random.default_rng(seed + 1000)
+    for maps in (case["references"], case["predictions"]):
+        for values in maps:
+            far = rng.random(values.shape) < 0.1
+            values[far] = rng.choice(WIDE_VALUES[values.dtype.type], size=int(far.sum()))
+    choice = rng.integers(3)
+    if choice == 1:
+        case["ignore_index"] = int(rng.integers(case["num_labels"]))
+    elif choice == 2:
+        case["ignore_index"] = int(rng.choice(WIDE_VALUES[case["references"][0].dtype.type]))
+    return case
+
+
+def add_in_batches(metric: MeanIoU, predictions: list, references: list, size: int = 2) -> None:
+    """evaluate's loop: add_batch over batches of maps (sizes differ within a batch)."""
+    for start in range(0, len(predictions), size):
+        metric.add_batch(predictions=predictions[start : start + size], references=references[start : start + size])
 
 
 # --- parity with evaluate's mean_iou -------------------------------------------------------------
@@ -156,12 +189,188 @@ def test_pil_images_and_nested_lists_are_maps_too():
     assert_same_results(results, reference_mean_iou(DOC_PREDICTIONS, DOC_REFERENCES, num_labels=10, ignore_index=255))
 
 
+def test_flipped_arrays_are_maps_too():
+    """NumPy views with negative strides (np.flip, [::-1]), which torch.from_numpy refuses, as evaluate takes them."""
+    flipped = [np.flip(p) for p in DOC_PREDICTIONS], [r[::-1] for r in DOC_REFERENCES]
+    copies = [p.copy() for p in flipped[0]], [r.copy() for r in flipped[1]]
+    results = MeanIoU().compute(predictions=flipped[0], references=flipped[1], num_labels=10)
+    assert_same_results(results, reference_mean_iou(*copies, num_labels=10, ignore_index=255))
+
+
 def test_more_than_179_classes_use_the_int32_index():
     rng = np.random.default_rng(1)
     references = [rng.integers(0, 310, size=(40, 50)), rng.integers(0, 310, size=(9, 70))]
     predictions = [rng.integers(-5, 305, size=r.shape) for r in references]
-    case = dict(predictions=predictions, references=references, num_labels=300, ignore_index=255)
+    case = {"predictions": predictions, "references": references, "num_labels": 300, "ignore_index": 255}
     assert_same_results(MeanIoU().compute(**case), reference_mean_iou(**case))
+
+
+# --- evaluate's way: MeanIoU() without num_labels, every setting at compute() --------------------------
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_deferred_num_labels_streams_and_matches_reference(seed):
+    case = wide_case(seed)
+    metric = MeanIoU()
+    add_in_batches(metric, case["predictions"], case["references"])
+    expected = reference_mean_iou(**case)
+    assert_same_results(metric.compute(**{name: case[name] for name in SETTINGS}), expected)
+    assert_same_results(MeanIoU().compute(**case), expected)  # one-shot, on the same wide values
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_wide_values_stream_with_num_labels_too(seed):
+    case = wide_case(seed)
+    case["label_map"] = None  # update() does not remap
+    streamed = MeanIoU(case["num_labels"], case["ignore_index"], case["reduce_labels"])
+    add_in_batches(streamed, case["predictions"], [torch.from_numpy(r) for r in case["references"]])
+    gathered = MeanIoU(case["num_labels"], case["ignore_index"], case["reduce_labels"])
+    gathered.add_confusion(gathered.per_sample_confusion(case["predictions"], case["references"]))
+    expected = reference_mean_iou(**case)
+    assert_same_results(streamed.compute(nan_to_num=case["nan_to_num"]), expected)
+    assert_same_results(gathered.compute(nan_to_num=case["nan_to_num"]), expected)
+
+
+def test_huggingface_example_loop_gives_evaluate_numbers():
+    """The semantic-segmentation example's loop: (B, H, W) argmax batches and uint8 label batches, several CPU
+    chunks each, num_labels and the rest given to compute() only."""
+    rng = np.random.default_rng(11)
+    references = rng.integers(0, 7, size=(4, 160, 170)).astype(np.uint8)  # 27k pixels a map: two chunks
+    references[rng.random(references.shape) < 0.1] = 255
+    predictions = np.where(rng.random(references.shape) < 0.7, references, rng.integers(0, 6, size=references.shape))
+    predictions = np.minimum(predictions, 5).astype(np.int64)
+    metric = MeanIoU()
+    for start in (0, 2):
+        metric.add_batch(
+            predictions=torch.from_numpy(predictions[start : start + 2]), references=references[start : start + 2]
+        )
+    for reduce_labels in (False, True):
+        settings = {"num_labels": 6, "ignore_index": 255, "reduce_labels": reduce_labels}
+        expected = reference_mean_iou(list(predictions), list(references), **settings)
+        assert_same_results(metric.compute(**settings), expected)
+    streamed = MeanIoU(num_labels=6, ignore_index=255)
+    streamed.update(torch.from_numpy(predictions), torch.from_numpy(references))
+    assert_same_results(streamed.compute(), metric.compute(num_labels=6, ignore_index=255))
+
+
+def test_one_deferred_state_answers_any_settings():
+    """The counts keep raw values: each compute() may pick its own num_labels, ignore_index, reduce_labels and
+    label_map, and gets what evaluate would on the same maps."""
+    rng = np.random.default_rng(5)
+    references = [rng.integers(0, 6, size=(9, 13)).astype(np.uint8), rng.integers(0, 6, size=(20, 4)).astype(np.uint8)]
+    references[0][:2] = 255
+    predictions = [np.where(rng.random(r.shape) < 0.6, r, rng.integers(0, 7, size=r.shape)) for r in references]
+    metric = MeanIoU()
+    add_in_batches(metric, predictions, references, size=1)
+    for settings in [
+        {"num_labels": 6, "ignore_index": 255},
+        {"num_labels": 5, "ignore_index": 255, "reduce_labels": True},
+        {"num_labels": 6, "ignore_index": 0, "nan_to_num": -1.0},
+        {"num_labels": 3, "ignore_index": None, "label_map": {4: 0, 5: 255, 255: 2}},
+        {"num_labels": 2, "ignore_index": 255, "label_map": {1: 0, 2: 1}, "reduce_labels": True},
+        {"num_labels": 1, "ignore_index": 3},
+    ]:
+        assert_same_results(metric.compute(**settings), reference_mean_iou(predictions, references, **settings))
+
+
+def test_deferred_mode_takes_ignore_index_and_reduce_labels_defaults_from_the_constructor():
+    """update() keeps raw values; the constructor's reduce_labels and ignore_index are compute()'s defaults, and
+    apply to every map at compute(), as evaluate applies its compute() arguments."""
+    references = [np.array([[0, 1, 2], [3, 255, 1]], dtype=np.uint8)]
+    predictions = [np.array([[0, 0, 1], [2, 2, 1]])]
+    metric = MeanIoU(ignore_index=255, reduce_labels=True)
+    metric.update(predictions, references)
+    reduced = reference_mean_iou(predictions, references, num_labels=3, ignore_index=255, reduce_labels=True)
+    assert_same_results(metric.compute(num_labels=3), reduced)
+    # references become [[255, 0, 1], [2, 255, 0]]: the 0 and 255 pixels are ignored; class 0 is missed once
+    # (predicted 1), so classes 0 and 1 score 1/2 and class 2 scores 1
+    np.testing.assert_array_equal(reduced["per_category_iou"], [0.5, 0.5, 1.0])
+    as_given = reference_mean_iou(predictions, references, num_labels=3, ignore_index=0)
+    assert_same_results(metric.compute(num_labels=3, ignore_index=0, reduce_labels=False), as_given)
+
+
+@pytest.mark.parametrize(
+    "name, references, predictions, settings",
+    [
+        (  # dataset ids far from 0, remapped into classes: counted in a block that starts at 40000
+            "ids",
+            np.random.default_rng(0).integers(40000, 40004, size=(30, 40)).astype(np.int32),
+            np.random.default_rng(1).choice([0, 1, 2, 5000], size=(30, 40)),
+            {"num_labels": 3, "ignore_index": 255, "label_map": {40000: 0, 40001: 1, 40002: 2, 40003: 255}},
+        ),
+        (  # 150 classes and a uint16-style ignore value: too wide for one block, the 65535s are sorted
+            "uint16 ignore",
+            np.where(np.arange(6000).reshape(60, 100) % 7 == 0, 65535, np.arange(6000).reshape(60, 100) % 150),
+            np.arange(6000).reshape(60, 100) % 151,
+            {"num_labels": 150, "ignore_index": 65535},
+        ),
+        (  # ~45k distinct wide pairs per map: sorted, and merged as they pile up
+            "distinct wide values",
+            np.where(
+                np.arange(90000).reshape(300, 300) % 2,
+                np.random.default_rng(2).integers(-(2**40), 2**40, size=(300, 300)),
+                3,
+            ),
+            np.where(
+                np.arange(90000).reshape(300, 300) % 3,
+                np.random.default_rng(3).integers(-(2**40), 2**40, size=(300, 300)),
+                3,
+            ),
+            {"num_labels": 5, "ignore_index": -1, "nan_to_num": 0.0},
+        ),
+    ],
+)
+def test_values_far_from_the_classes_are_counted_exactly(name, references, predictions, settings):
+    maps = {"predictions": [predictions, predictions[::-1]], "references": [references, references[::-1]]}
+    metric = MeanIoU()
+    add_in_batches(metric, maps["predictions"], maps["references"], size=1)
+    expected = reference_mean_iou(**maps, **settings)
+    assert_same_results(metric.compute(**settings), expected)
+    assert_same_results(MeanIoU().compute(**maps, **settings), expected)
+    assert expected["overall_accuracy"] > 0, name  # some pixels are hits: not a vacuous comparison
+
+
+def test_deferred_streaming_writes_no_cache_and_survives_compute(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", str(tmp_path))
+    metric = MeanIoU()
+    assert metric.confusion is None
+    metric.add_batch(predictions=DOC_PREDICTIONS[:2], references=DOC_REFERENCES[:2])
+    metric.add(prediction=DOC_PREDICTIONS[2], reference=DOC_REFERENCES[2])
+    first = metric.compute(num_labels=10, ignore_index=255)
+    assert first["mean_iou"] == DOC_RESULTS["mean_iou"]
+    assert_same_results(metric.compute(num_labels=10, ignore_index=255), first)  # compute() does not consume it
+    assert list(tmp_path.rglob("*")) == []
+    assert metric.writer is None and metric.data is None and len(metric) == 0
+    metric.reset()
+    assert metric.confusion is None
+    with pytest.raises(MetricError, match=r"nothing accumulated"):
+        metric.compute(num_labels=10)
+
+
+def test_confusion_functions_apply_label_map_and_reduce_labels_as_evaluate():
+    references = torch.tensor([[0, 1, 2], [3, 255, 7]], dtype=torch.uint8)
+    predictions = torch.tensor([[0, 0, 1], [2, 2, 4]])
+    # reduce_labels: [[255, 0, 1], [2, 255, 6]]; 6 is outside the 3 classes
+    reduced = confusion_matrix(predictions, references, 3, outside_bin=True, reduce_labels=True)
+    assert reduced.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    # label_map then reduce_labels: 7 -> 1 -> 0, and 1 -> 0 -> 255 (ignored)
+    remapped = confusion_matrix(predictions, references, 3, label_map={7: 1, 1: 0}, reduce_labels=True)
+    assert remapped.tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 1]]
+    per_sample = per_sample_confusion(
+        predictions[None], references[None], 3, label_map={7: 1, 1: 0}, reduce_labels=True
+    )
+    assert torch.equal(per_sample[0], remapped)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_deferred_state_stays_on_the_gpu_and_matches_the_cpu():
+    case = wide_case(4)
+    on_gpu, on_cpu = MeanIoU(), MeanIoU()
+    add_in_batches(on_gpu, [torch.from_numpy(p).cuda() for p in case["predictions"]], case["references"])
+    add_in_batches(on_cpu, case["predictions"], case["references"])
+    settings = {name: case[name] for name in SETTINGS}
+    assert_same_results(on_gpu.compute(**settings), on_cpu.compute(**settings))
+    assert_same_results(on_gpu.compute(**settings), reference_mean_iou(**case))
 
 
 # --- evaluate semantics, spelled out ---------------------------------------------------------------
@@ -228,6 +437,20 @@ def test_wide_values_do_not_wrap_into_the_classes():
     predictions = torch.tensor([[1, 1, 2**33 + 1]])
     assert confusion_matrix(predictions, references, 3).tolist() == [[0] * 3] * 3
     assert confusion_matrix(predictions, references, 3, outside_bin=True)[3].tolist() == [0, 2, 0, 0]
+
+
+@pytest.mark.parametrize("far", [2**35, 1000, -(2**35), -7])
+def test_maps_whose_predictions_all_lie_outside_the_classes(far):
+    references = torch.tensor([[0, 1, 2], [2, 255, 1]])
+    predictions = torch.full((2, 3), far)
+    matrix = confusion_matrix(predictions, references, 3, outside_bin=True)
+    assert matrix.tolist() == [[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 2], [0, 0, 0, 0]]
+    case = {"predictions": [predictions.numpy()], "references": [references.numpy()], "ignore_index": 255}
+    deferred = MeanIoU()
+    deferred.add_batch(predictions=case["predictions"], references=case["references"])
+    expected = reference_mean_iou(**case, num_labels=3)
+    assert_same_results(deferred.compute(num_labels=3), expected)
+    assert_same_results(MeanIoU().compute(**case, num_labels=3), expected)
 
 
 def test_ignore_index_outside_the_dtype_matches_nothing():
@@ -425,8 +648,13 @@ def test_maps_of_different_shapes_name_the_map_and_both_shapes():
             r"confusion_matrix: num_labels: expected an int >= 1, found True",
         ),
         (
-            lambda: MeanIoU().update(torch.zeros(2, 2), torch.zeros(2, 2)),
-            r"MeanIoU.update: num_labels: expected an int >= 1 to accumulate, found None",
+            lambda: MeanIoU().per_sample_confusion(
+                torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long)
+            ),
+            (
+                r"MeanIoU.per_sample_confusion: num_labels: expected an int >= 1 to size the matrices, found None; "
+                r"build the metric as MeanIoU\(num_labels=...\)"
+            ),
         ),
         (lambda: MeanIoU(num_labels=3, id2label={0: "a"}), r"num_labels=3 but id2label names 1 classes"),
     ],
@@ -493,6 +721,37 @@ def test_compute_refuses_settings_that_contradict_the_accumulated_state():
         metric.compute(predictions=DOC_PREDICTIONS)
 
 
+def test_deferred_mode_errors_name_what_is_missing():
+    metric = MeanIoU()
+    with pytest.raises(
+        MetricError, match=r"MeanIoU.compute: nothing accumulated; call add_batch\(\) or update\(\) first"
+    ):
+        metric.compute(num_labels=3)
+    metric.add_batch(predictions=DOC_PREDICTIONS, references=DOC_REFERENCES)
+    message = (
+        r"MeanIoU.compute: num_labels: expected an int >= 1, found None; this MeanIoU was built without num_labels, "
+        r"so compute\(\) needs it: compute\(num_labels=...\)"
+    )
+    with pytest.raises(MetricError, match=message):
+        metric.compute(ignore_index=255)
+    with pytest.raises(MetricError, match=r"MeanIoU.compute: num_labels: expected an int >= 1, found 0"):
+        metric.compute(num_labels=0)
+    with pytest.raises(TypeError, match=r"MeanIoU.compute: unexpected argument 'num_classes'"):
+        metric.compute(num_labels=10, num_classes=10)
+    with pytest.raises(MetricError, match=r"MeanIoU.confusion: num_labels: expected an int >= 1 to build the matrix"):
+        _ = metric.confusion
+    message = r"MeanIoU.add_confusion: num_labels: expected an int >= 1 to add a matrix, found None; build the metric"
+    with pytest.raises(MetricError, match=message):
+        metric.add_confusion(torch.zeros(3, 3, dtype=torch.int64))
+    with pytest.raises(
+        MetricError, match=r"predictions\[0\]: expected integer class indices, found dtype torch.float64"
+    ):
+        metric.add_batch(predictions=[np.zeros((2, 2))], references=[np.zeros((2, 2), dtype=int)])
+    # none of the refused calls changed the counts
+    oracle = reference_mean_iou(DOC_PREDICTIONS, DOC_REFERENCES, num_labels=10, ignore_index=255)
+    assert_same_results(metric.compute(num_labels=10, ignore_index=255), oracle)
+
+
 def test_metrics_from_confusion_refuses_a_non_square_matrix():
     with pytest.raises(MetricError, match=r"expected a \(K, K\) with K >= 1 matrix, found shape \(2, 3\)"):
         metrics_from_confusion(np.zeros((2, 3)))
@@ -507,7 +766,7 @@ def test_fast_path_for_argmax_and_byte_labels_matches_evaluate(ignore_index):
     for reference in references:
         reference[reference > 30] = rng.integers(0, 9, size=int((reference > 30).sum()))  # mostly classes 0..8
     predictions = [rng.integers(0, 9, size=r.shape) for r in references]
-    case = dict(predictions=predictions, references=references, num_labels=9, ignore_index=ignore_index)
+    case = {"predictions": predictions, "references": references, "num_labels": 9, "ignore_index": ignore_index}
     if ignore_index is None:
         case["ignore_index"] = 255
         references[0][:5] = 12  # out-of-range labels still present

@@ -11,33 +11,28 @@ Values outside [0, num_labels) that are not `ignore_index` have no cell in a (K,
 evaluate's `mean_iou` still counts them in one marginal: a pixel labelled `c` and predicted 255
 counts as a labelled pixel of `c` that was missed. `outside_bin=True` keeps them in one extra row
 and column (index K), so that `metrics_from_confusion` reproduces evaluate's numbers exactly.
+`label_map=` and `reduce_labels=` remap the references as evaluate's `mean_iou` does. The counting
+itself (raw value pairs, then the fold into K + 1 rows and columns) is in `pair_counts`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import SegtuneError
+from .pair_counts import PairCounts
 
 # One (H, W) map, a (B, H, W) batch, or a sequence of (H, W) maps whose sizes may differ.
 Maps = torch.Tensor | np.ndarray | Sequence[Any]
 
-# The flat bin index is int16 or int32, never int64 (memory traffic): (K + 2) ** 2 + 1 bins must fit in int32.
+# The largest K accepted. A MeanIoU without num_labels counts predictions clamped to [-1, MAX_NUM_LABELS], so this
+# must stay within pair_counts.MAX_PREDICTION.
 MAX_NUM_LABELS = 46_000
-
-# The fast path's int16 index holds 256 reference values x K predictions.
-_FAST_MAX_LABELS = torch.iinfo(torch.int16).max // 256
-
-# The fast path makes fewer, cheaper passes: its chunks can be this many times larger (still one thread).
-_FAST_CHUNK_FACTOR = 8
-
-# Pixels per CPU chunk: below torch's intra-op grain size (32768 elements), so every op runs on the calling thread.
-_CPU_CHUNK = 24_576
 
 
 class MetricError(SegtuneError, ValueError):
@@ -61,8 +56,10 @@ def as_label_tensor(values: Any, name: str) -> torch.Tensor:
     """
     if not isinstance(values, torch.Tensor):
         array = np.asarray(values)
-        # torch warns on read-only arrays (np.asarray of a PIL image is one); a copy is cheap next to the count
-        values = torch.from_numpy(array if array.flags.writeable else array.copy())
+        # torch warns on read-only arrays (np.asarray of a PIL image is one) and refuses negative strides (np.flip);
+        # a copy is cheap next to the count
+        usable = array.flags.writeable and all(stride >= 0 for stride in array.strides)
+        values = torch.from_numpy(array if usable else array.copy())
     if values.is_floating_point() or values.is_complex():
         raise MetricError(f"{name}: expected integer class indices, found dtype {values.dtype}")
     # Widen the dtypes torch has few kernels for; every value is kept.
@@ -113,112 +110,15 @@ def _checked(
     return prediction, reference.to(prediction.device)
 
 
-def _bounded(values: torch.Tensor, num_labels: int, dtype: torch.dtype) -> torch.Tensor:
-    """A fresh copy of `values` in `dtype`, clamped to [-1, K]: -1 stands for all values below 0, K for all >= K."""
-    if values.itemsize > dtype.itemsize:
-        # clamp before narrowing, so that a wide value cannot wrap around into [0, K)
-        return values.clamp(-1, num_labels).to(dtype)
-    # copy=True: the caller works in place on the result, which must never be the caller's own tensor
-    return values.to(dtype, copy=True).clamp_(-1, num_labels)
-
-
-def _grid(prediction: torch.Tensor, reference: torch.Tensor, num_labels: int, ignore_index: int | None) -> torch.Tensor:
-    """(K + 2, K + 2) int64 counts of (reference, prediction) pairs; row/column 0 is "< 0", K + 1 is ">= K"."""
-    side = num_labels + 2
-    prediction, reference = prediction.reshape(-1), reference.reshape(-1)
-    # On CPU the map goes in chunks. Their temporaries stay in cache, in memory the allocator reuses (a whole
-    # 1024x2048 map at once costs ~9000 page faults, half its time), and each op is too small for torch's
-    # thread pool: measured on 2 cores, pooled ops were ~1.6x faster when idle but up to 50x slower whenever
-    # another process held a core (as DataLoader workers do): the pool's threads wait for each other at every op.
-    # On GPU, a chunk is the whole map.
-    step = _CPU_CHUNK if prediction.device.type == "cpu" else max(prediction.numel(), 1)
-    if _in_fast_range(prediction, reference, num_labels):
-        fast = torch.zeros(256 * num_labels, dtype=torch.int64, device=prediction.device)
-        for start in range(0, prediction.numel(), step):
-            fast += _fast_counts(prediction[start : start + step], reference[start : start + step], num_labels)
-        return _fold_fast(fast, num_labels, ignore_index)
-    counts = torch.zeros(side * side + 1, dtype=torch.int64, device=prediction.device)
-    for start in range(0, prediction.numel(), step):
-        chunk = slice(start, start + step)
-        counts += _bin_counts(prediction[chunk], reference[chunk], num_labels, ignore_index)
-    return counts[: side * side].view(side, side)
-
-
-def _in_fast_range(prediction: torch.Tensor, reference: torch.Tensor, num_labels: int) -> bool:
-    """Predictions in [0, K) and references in [0, 256): what a model's argmax and a label map hold."""
-    if num_labels > _FAST_MAX_LABELS or prediction.numel() == 0:
-        return False
-    if prediction.is_floating_point() or reference.is_floating_point():
-        return False
-    low, high = torch.aminmax(prediction)
-    ref_low, ref_high = torch.aminmax(reference)
-    return bool((low >= 0) & (high < num_labels) & (ref_low >= 0) & (ref_high < 256))
-
-
-def _fast_counts(prediction: torch.Tensor, reference: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """Counts of `reference * K + prediction` over 256 x K bins: no clamping, no masking (in range by check).
-
-    The ignore index and out-of-range references land in rows K..255, past the K x K grid.
-    """
-    index = reference.to(torch.int16).mul_(num_labels).add_(prediction.to(torch.int16))
-    return torch.bincount(index, minlength=256 * num_labels)
-
-
-def _fold_fast(counts: torch.Tensor, num_labels: int, ignore_index: int | None) -> torch.Tensor:
-    """The (K + 2, K + 2) layout of `_grid` from `_fast_counts`: ignore row dropped, other rows >= K summed
-    into the ">= K" row."""
-    k = num_labels
-    rows = counts.view(256, k)  # (reference value, prediction)
-    outside = torch.ones(256, dtype=torch.bool, device=rows.device)
-    outside[:k] = False
-    if ignore_index is not None and 0 <= ignore_index < 256:
-        outside[ignore_index] = False
-    grid = torch.zeros(k + 2, k + 2, dtype=torch.int64, device=rows.device)  # row/column 0: "< 0", K + 1: ">= K"
-    grid[1 : k + 1, 1 : k + 1] = rows[:k]
-    grid[k + 1, 1 : k + 1] = rows[outside].sum(0)
-    if ignore_index is not None and 0 <= ignore_index < k:  # an ignore index among the classes is not counted
-        grid[ignore_index + 1] = 0
-    return grid
-
-
-def _bin_counts(
-    prediction: torch.Tensor, reference: torch.Tensor, num_labels: int, ignore_index: int | None
-) -> torch.Tensor:
-    """The flat grid's (K + 2) ** 2 counts, then the count of ignored pixels.
-
-    Boolean-mask indexing (`prediction[reference != ignore_index]`) compacts the kept pixels into a
-    new array: a prefix sum and a copy on CPU, and a device-to-host sync on GPU to learn its size.
-    Instead every pixel gets a bin, ignored pixels the one past the grid, and one `bincount` counts
-    them all; bench/metric_speed.py times both.
-    """
-    side = num_labels + 2
-    # the narrowest index dtype that holds every bin: less memory traffic in each of the passes below
-    dtype = torch.int16 if side * side < torch.iinfo(torch.int16).max else torch.int32
-    # (reference + 1) * side + (prediction + 1), in place on the fresh copies (an allocation costs as much as a pass)
-    index = _bounded(prediction, num_labels, dtype).add_(_bounded(reference, num_labels, dtype), alpha=side)
-    index.add_(side + 1)
-    info = torch.iinfo(reference.dtype)
-    # torch casts a Python scalar to the tensor's dtype (uint8 == -100 would match 156): compare only when it fits
-    if ignore_index is not None and info.min <= ignore_index <= info.max:
-        index.masked_fill_(reference == ignore_index, side * side)
-    return torch.bincount(index, minlength=side * side + 1)
-
-
-def _fold(grid: torch.Tensor, num_labels: int, outside_bin: bool) -> torch.Tensor:
-    """(..., K, K) from (..., K + 2, K + 2) grids, or (..., K + 1, K + 1) with "< 0" and ">= K" merged into index K."""
-    inside = slice(1, num_labels + 1)
-    if not outside_bin:
-        return grid[..., inside, inside].contiguous()
-    rows = torch.cat([grid[..., inside, :], grid[..., :1, :] + grid[..., -1:, :]], dim=-2)  # (..., K + 1, K + 2)
-    return torch.cat([rows[..., inside], rows[..., :1] + rows[..., -1:]], dim=-1)  # (..., K + 1, K + 1)
-
-
 def confusion_matrix(
     predictions: Maps,
     references: Maps,
     num_labels: int,
     ignore_index: int | None = 255,
     outside_bin: bool = False,
+    *,
+    label_map: Mapping[int, int] | None = None,
+    reduce_labels: bool = False,
 ) -> torch.Tensor:
     """Confusion matrix of segmentation maps: rows are the reference label, columns the prediction.
 
@@ -229,9 +129,11 @@ def confusion_matrix(
         ignore_index: reference value whose pixels are not counted (None: count every pixel).
         outside_bin: also count values outside [0, K) that are not `ignore_index`, in an extra
             last row (references) and column (predictions).
+        label_map, reduce_labels: evaluate's `mean_iou` remapping of the references, applied before
+            `ignore_index` (see `PairCounts.confusion`).
 
     Returns:
-        A (K, K) int64 tensor, or (K + 1, K + 1) with `outside_bin`, on the predictions' device.
+        A (K, K) int64 tensor, or (K + 1, K + 1) with `outside_bin`, on the (first) predictions' device.
         Without `outside_bin`, pixels whose reference or prediction is outside [0, K) are not counted.
 
     Raises:
@@ -239,11 +141,11 @@ def confusion_matrix(
     """
     num_labels = check_num_labels(num_labels, "confusion_matrix")
     pairs = paired_maps(predictions, references)
-    side = num_labels + 2
-    if not pairs:
-        return _fold(torch.zeros(side, side, dtype=torch.int64), num_labels, outside_bin)
-    total = sum(_grid(p, r, num_labels, ignore_index).to(pairs[0][0].device) for p, r in pairs)
-    return _fold(total, num_labels, outside_bin)
+    counts = PairCounts(pairs[0][0].device if pairs else None)
+    for prediction, reference in pairs:
+        counts.count(prediction, reference, max_prediction=num_labels)
+    matrix = counts.confusion(num_labels, ignore_index, label_map, reduce_labels)
+    return matrix if outside_bin else matrix[:num_labels, :num_labels].contiguous()
 
 
 def per_sample_confusion(
@@ -252,8 +154,11 @@ def per_sample_confusion(
     num_labels: int,
     ignore_index: int | None = 255,
     outside_bin: bool = False,
+    *,
+    label_map: Mapping[int, int] | None = None,
+    reduce_labels: bool = False,
 ) -> torch.Tensor:
-    """One confusion matrix per sample, for `accelerator.gather_for_metrics`.
+    """One confusion matrix per sample (`confusion_matrix` of each), for `accelerator.gather_for_metrics`.
 
     Accelerate pads the last batch of an uneven split with duplicated samples and
     `gather_for_metrics` drops them, but only along dim 0 of what it gathers: a per-batch sum would
@@ -262,7 +167,7 @@ def per_sample_confusion(
     Args: as `confusion_matrix`; a single (H, W) map is one sample.
 
     Returns:
-        A (B, K, K) int64 tensor, or (B, K + 1, K + 1) with `outside_bin`, on the predictions' device.
+        A (B, K, K) int64 tensor, or (B, K + 1, K + 1) with `outside_bin`, on the (first) predictions' device.
 
     Raises:
         MetricError: as `confusion_matrix`.
@@ -271,12 +176,14 @@ def per_sample_confusion(
     samples = []
     for prediction, reference in paired_maps(predictions, references):
         samples += list(zip(prediction, reference)) if prediction.ndim == 3 else [(prediction, reference)]
-    side = num_labels + 2
+    side = num_labels + int(outside_bin)
     if not samples:
-        return _fold(torch.zeros(0, side, side, dtype=torch.int64), num_labels, outside_bin)
+        return torch.zeros(0, side, side, dtype=torch.int64)
+    settings = {"label_map": label_map, "reduce_labels": reduce_labels}
     device = samples[0][0].device
-    grids = torch.stack([_grid(p, r, num_labels, ignore_index).to(device) for p, r in samples])
-    return _fold(grids, num_labels, outside_bin)
+    return torch.stack(
+        [confusion_matrix(p, r, num_labels, ignore_index, outside_bin, **settings).to(device) for p, r in samples]
+    )
 
 
 def metrics_from_confusion(

@@ -1,9 +1,21 @@
-"""MeanIoU: evaluate's `mean_iou` metric, streamed through a confusion matrix.
+"""MeanIoU: evaluate's `mean_iou` metric, streamed through counts of (reference, prediction) pairs.
 
 `evaluate.load("mean_iou")` fetches its script from the Hub, and it stores every prediction (as a
 PNG in an Arrow cache) until `compute()` (huggingface/evaluate#559): 100 Cityscapes maps are 200 M
-pixels. MeanIoU keeps one int64 (K + 1, K + 1) confusion matrix on the device of the predictions
-instead, and returns the same keys and numbers.
+pixels. MeanIoU keeps only counts, on the device of the predictions, and returns the same keys and
+numbers. It is used in one of two ways.
+
+evaluate's way, `num_labels` and the other settings given at the end. Until then MeanIoU counts the raw
+(reference value, prediction value) pairs (a few thousand numbers), and `compute()` applies evaluate's
+settings to those values:
+
+    metric = MeanIoU()
+    for batch in loader:
+        metric.add_batch(predictions=preds, references=labels)
+    results = metric.compute(num_labels=19, ignore_index=255, reduce_labels=False)   # label_map=, nan_to_num= too
+
+With `num_labels` fixed up front, the counts also read as a (K, K) confusion matrix (`metric.confusion`),
+and per-sample matrices can be gathered across processes (`per_sample_confusion`, `add_confusion`):
 
     metric = MeanIoU(num_labels=19, id2label=config.id2label)
     for batch in loader:
@@ -30,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .confusion import (
+    MAX_NUM_LABELS,
     Maps,
     MetricError,
     check_num_labels,
@@ -38,6 +51,7 @@ from .confusion import (
     paired_maps,
     per_sample_confusion,
 )
+from .pair_counts import PairCounts
 
 _DESCRIPTION = """\
 Mean Intersection-over-Union of semantic segmentation maps. Per class, IoU is the number of pixels
@@ -51,7 +65,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: (H, W) integer maps (a sequence, sizes may differ) or a (B, H, W) batch.
     references: ground-truth maps, paired with `predictions`.
-    num_labels (`int`): number of classes; defaults to the constructor's.
+    num_labels (`int`): number of classes; defaults to the constructor's (required if it has none).
     ignore_index (`int`): reference value that is not counted; defaults to the constructor's (255).
     nan_to_num (`float`, *optional*): replace NaN results (classes absent from both) with this value.
     label_map (`dict`, *optional*): old -> new reference values, all looked up in the original map.
@@ -80,10 +94,14 @@ class MeanIoU(evaluate.Metric):
     """Streaming mean IoU, with the results of evaluate's `mean_iou`.
 
     Args:
-        num_labels: K, the number of classes. Needed to accumulate; a one-shot
-            `compute(predictions=..., num_labels=...)` may pass it instead. Defaults to len(id2label).
-        ignore_index: reference value whose pixels are not counted (None: count all).
-        reduce_labels: in `update`, reference 0 becomes 255 (ignored) and other values drop by 1.
+        num_labels: K, the number of classes; defaults to len(id2label). None defers it to
+            `compute(num_labels=...)`, as in evaluate: `update` / `add_batch` then keep the raw values,
+            and `compute()` takes num_labels, ignore_index, reduce_labels, label_map and nan_to_num.
+        ignore_index: reference value whose pixels are not counted (None: count all). Without
+            num_labels, this is only compute()'s default.
+        reduce_labels: reference 0 becomes 255 (ignored) and other values drop by 1 (ADE20K's
+            background). With num_labels it applies to every `update`; without, it is compute()'s
+            default and applies, as in evaluate, to everything accumulated when compute() runs.
         id2label: class names, kept for `per_class_table(results, metric.id2label)`.
 
     Raises:
@@ -109,7 +127,9 @@ class MeanIoU(evaluate.Metric):
         self.ignore_index = ignore_index
         self.reduce_labels = reduce_labels
         self.id2label = dict(id2label) if id2label is not None else None
-        self._confusion: torch.Tensor | None = None  # (K + 1, K + 1) int64, index K: outside [0, K)
+        self._device: torch.device | None = None  # of the first thing accumulated: all the state stays there
+        self._pairs: PairCounts | None = None  # raw (reference, prediction) value pairs from update()
+        self._added: torch.Tensor | None = None  # (K + 1, K + 1) int64 from add_confusion(), index K: outside [0, K)
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -129,22 +149,41 @@ class MeanIoU(evaluate.Metric):
 
     @property
     def confusion(self) -> torch.Tensor | None:
-        """The accumulated (K, K) confusion matrix (rows: reference, columns: prediction), or None before any update."""
-        if self._confusion is None:
-            return None
-        return self._confusion[: self.num_labels, : self.num_labels].clone()
-
-    def update(self, predictions: Maps, references: Maps) -> None:
-        """Add a (B, H, W) batch or a sequence of (H, W) maps to the confusion matrix; nothing else is kept.
-
-        The matrix lives on the device of the first predictions (later ones are added there).
+        """The accumulated (K, K) confusion matrix (rows: reference, columns: prediction), or None before any update.
 
         Raises:
-            MetricError: the metric has no num_labels, or the maps do not pair up (shapes named).
+            MetricError: the metric was built without num_labels and holds counts (their matrix
+                depends on compute()'s settings).
         """
-        num_labels = self._require_num_labels("update")
-        for prediction, reference in self._prepared(predictions, references):
-            self._accumulate(confusion_matrix(prediction, reference, num_labels, self.ignore_index, outside_bin=True))
+        if self._device is None:
+            return None
+        if self.num_labels is None:
+            raise MetricError(
+                "MeanIoU.confusion: num_labels: expected an int >= 1 to build the matrix, found None; "
+                "build the metric as MeanIoU(num_labels=...), or call compute(num_labels=...)"
+            )
+        return self._matrix()[: self.num_labels, : self.num_labels].contiguous()
+
+    def update(self, predictions: Maps, references: Maps) -> None:
+        """Count a (B, H, W) batch or a sequence of (H, W) maps; nothing else is kept.
+
+        The counts live on the device of the first predictions (later maps are counted there). They
+        keep every reference value as it is; predictions outside [0, K) are kept as one value below
+        and one above (K: num_labels, or MAX_NUM_LABELS while it is unknown). The metric's settings
+        are applied to the counts when they are read, which gives the same numbers.
+
+        Raises:
+            MetricError: the maps do not pair up (shapes named) or are not integer class indices.
+        """
+        pairs = paired_maps(predictions, references)
+        if not pairs:
+            return
+        if self._pairs is None:
+            self._device = self._device or pairs[0][0].device
+            self._pairs = PairCounts(self._device)
+        max_prediction = self.num_labels if self.num_labels is not None else MAX_NUM_LABELS
+        for prediction, reference in pairs:
+            self._pairs.count(prediction, reference, max_prediction)
 
     def per_sample_confusion(self, predictions: Maps, references: Maps) -> torch.Tensor:
         """One matrix per sample, with this metric's settings, for `accelerator.gather_for_metrics`.
@@ -157,16 +196,12 @@ class MeanIoU(evaluate.Metric):
             A (B, K + 1, K + 1) int64 tensor on the predictions' device.
 
         Raises:
-            MetricError: as `update()`.
+            MetricError: the metric has no num_labels, or the maps are refused as by `update()`.
         """
-        num_labels = self._require_num_labels("per_sample_confusion")
-        matrices = [
-            per_sample_confusion(prediction, reference, num_labels, self.ignore_index, outside_bin=True)
-            for prediction, reference in self._prepared(predictions, references)
-        ]
-        if not matrices:
-            return torch.zeros(0, num_labels + 1, num_labels + 1, dtype=torch.int64)
-        return torch.cat([m.to(matrices[0].device) for m in matrices])
+        num_labels = self._require_num_labels("per_sample_confusion", "to size the matrices")
+        return per_sample_confusion(
+            predictions, references, num_labels, self.ignore_index, outside_bin=True, reduce_labels=self.reduce_labels
+        )
 
     def add_confusion(self, matrix: torch.Tensor | np.ndarray) -> None:
         """Add a confusion matrix computed elsewhere, e.g. the gathered output of `per_sample_confusion`.
@@ -176,7 +211,7 @@ class MeanIoU(evaluate.Metric):
         Raises:
             MetricError: the metric has no num_labels, or the matrix has another shape or a non-integer dtype.
         """
-        num_labels = self._require_num_labels("add_confusion")
+        num_labels = self._require_num_labels("add_confusion", "to add a matrix")
         matrix = torch.as_tensor(matrix)
         square = matrix.shape[-2:]
         if matrix.ndim not in (2, 3) or square not in ((num_labels,) * 2, (num_labels + 1,) * 2):
@@ -188,11 +223,15 @@ class MeanIoU(evaluate.Metric):
             raise MetricError(f"add_confusion: expected integer counts, found dtype {matrix.dtype}")
         matrix = matrix.to(torch.int64)
         matrix = matrix.sum(0) if matrix.ndim == 3 else matrix
-        self._accumulate(F.pad(matrix, (0, 1, 0, 1)) if square[0] == num_labels else matrix)
+        matrix = F.pad(matrix, (0, 1, 0, 1)) if square[0] == num_labels else matrix
+        if self._added is None:
+            self._device = self._device or matrix.device
+            self._added = torch.zeros_like(matrix, device=self._device)
+        self._added += matrix.to(self._device)
 
     def reset(self) -> None:
         """Forget everything accumulated."""
-        self._confusion = None
+        self._device, self._pairs, self._added = None, None, None
 
     def add_batch(self, *, predictions: Maps = None, references: Maps = None, **kwargs: Any) -> None:
         """evaluate's `add_batch`, streamed: the same as `update(predictions, references)`."""
@@ -209,9 +248,11 @@ class MeanIoU(evaluate.Metric):
     def compute(self, *, predictions: Maps = None, references: Maps = None, **kwargs: Any) -> dict[str, Any]:
         """Mean IoU results, with evaluate's `mean_iou` keys and numbers.
 
-        Without predictions: the results of everything accumulated so far (kept until `reset()`);
-        of evaluate's arguments only `nan_to_num` applies, and num_labels / ignore_index /
-        reduce_labels may be repeated only with the constructor's values.
+        Without predictions: the results of everything accumulated so far (kept until `reset()`).
+        If the metric was built with num_labels, of evaluate's arguments only `nan_to_num` applies,
+        and num_labels / ignore_index / reduce_labels may be repeated only with the constructor's
+        values. If it was built without, num_labels is required and all of evaluate's arguments
+        apply (ignore_index and reduce_labels default to the constructor's), to all the maps.
         With predictions and references: the results of those alone (accumulated state is neither
         used nor changed), with evaluate's arguments, which default to the constructor's.
 
@@ -223,8 +264,11 @@ class MeanIoU(evaluate.Metric):
         Raises:
             MetricError: only one of predictions and references, nothing accumulated, num_labels
                 missing, an argument that contradicts the accumulated state, or bad maps.
+            TypeError: an argument evaluate's `mean_iou` does not take.
         """
         if predictions is None and references is None:
+            if self.num_labels is None:
+                return self._compute_deferred(**kwargs)
             return self._compute_accumulated(**kwargs)
         if predictions is None or references is None:
             missing = "predictions" if predictions is None else "references"
@@ -245,13 +289,9 @@ class MeanIoU(evaluate.Metric):
         reduce_labels: bool = False,
     ) -> dict[str, Any]:
         num_labels = check_num_labels(num_labels, "MeanIoU.compute")
-        pairs = paired_maps(predictions, references)
-        total = torch.zeros(num_labels + 1, num_labels + 1, dtype=torch.int64)
-        for prediction, reference in pairs:
-            reference = _remap(reference, label_map) if label_map is not None else reference
-            reference = _reduce_labels(reference) if reduce_labels else reference
-            total += confusion_matrix(prediction, reference, num_labels, ignore_index, outside_bin=True).cpu()
-        return metrics_from_confusion(total, nan_to_num, outside_bin=True)
+        settings = {"label_map": label_map, "reduce_labels": reduce_labels}
+        matrix = confusion_matrix(predictions, references, num_labels, ignore_index, outside_bin=True, **settings)
+        return metrics_from_confusion(matrix, nan_to_num, outside_bin=True)
 
     def _compute_accumulated(
         self,
@@ -260,7 +300,10 @@ class MeanIoU(evaluate.Metric):
         **settings: Any,
     ) -> dict[str, Any]:
         if label_map is not None:
-            raise MetricError("MeanIoU.compute: label_map applies only with predictions=...; update() does not remap")
+            raise MetricError(
+                "MeanIoU.compute: label_map applies only with predictions=..., or to a MeanIoU built without "
+                "num_labels; this one was built with num_labels, and its update() does not remap"
+            )
         for name, value in settings.items():
             if name not in ("num_labels", "ignore_index", "reduce_labels"):
                 raise TypeError(f"MeanIoU.compute: unexpected argument {name!r}")
@@ -269,47 +312,48 @@ class MeanIoU(evaluate.Metric):
                     f"MeanIoU.compute: {name}={value!r}, but the accumulated state was built with "
                     f"{name}={getattr(self, name)!r}; pass predictions=... to compute on other settings"
                 )
-        if self._confusion is None:
+        if self._device is None:
             raise MetricError("MeanIoU.compute: nothing accumulated; call update() or add_confusion() first")
-        return metrics_from_confusion(self._confusion, nan_to_num, outside_bin=True)
+        return metrics_from_confusion(self._matrix(), nan_to_num, outside_bin=True)
 
-    def _require_num_labels(self, method: str) -> int:
+    def _compute_deferred(self, **kwargs: Any) -> dict[str, Any]:
+        # evaluate's settings, applied to the raw value pairs counted so far
+        for name in kwargs:
+            if name not in ("num_labels", "ignore_index", "nan_to_num", "label_map", "reduce_labels"):
+                raise TypeError(f"MeanIoU.compute: unexpected argument {name!r}")
+        if kwargs.get("num_labels") is None:
+            raise MetricError(
+                "MeanIoU.compute: num_labels: expected an int >= 1, found None; this MeanIoU was built without "
+                "num_labels, so compute() needs it: compute(num_labels=...)"
+            )
+        num_labels = check_num_labels(kwargs["num_labels"], "MeanIoU.compute")
+        if self._pairs is None:
+            raise MetricError("MeanIoU.compute: nothing accumulated; call add_batch() or update() first")
+        matrix = self._pairs.confusion(
+            num_labels,
+            kwargs.get("ignore_index", self.ignore_index),
+            label_map=kwargs.get("label_map"),
+            reduce_labels=kwargs.get("reduce_labels", self.reduce_labels),
+        )
+        return metrics_from_confusion(matrix, kwargs.get("nan_to_num"), outside_bin=True)
+
+    def _matrix(self) -> torch.Tensor:
+        """Everything accumulated, as one (K + 1, K + 1) matrix under the constructor's settings."""
+        k = self.num_labels
+        matrix = torch.zeros(k + 1, k + 1, dtype=torch.int64, device=self._device)
+        if self._pairs is not None:
+            matrix += self._pairs.confusion(k, self.ignore_index, reduce_labels=self.reduce_labels)
+        if self._added is not None:
+            matrix += self._added
+        return matrix
+
+    def _require_num_labels(self, method: str, purpose: str) -> int:
         if self.num_labels is None:
             raise MetricError(
-                f"MeanIoU.{method}: num_labels: expected an int >= 1 to accumulate, found None; "
+                f"MeanIoU.{method}: num_labels: expected an int >= 1 {purpose}, found None; "
                 "build the metric as MeanIoU(num_labels=...)"
             )
         return self.num_labels
-
-    def _prepared(self, predictions: Maps, references: Maps) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        pairs = paired_maps(predictions, references)
-        return [(p, _reduce_labels(r)) for p, r in pairs] if self.reduce_labels else pairs
-
-    def _accumulate(self, matrix: torch.Tensor) -> None:
-        if self._confusion is None:
-            self._confusion = matrix.clone()
-        else:
-            self._confusion += matrix.to(self._confusion.device)
-
-
-def _widened(reference: torch.Tensor) -> torch.Tensor:
-    # at least int32, so that 255 and remapped values fit whatever the map's dtype
-    return reference.to(torch.promote_types(reference.dtype, torch.int32))
-
-
-def _reduce_labels(reference: torch.Tensor) -> torch.Tensor:
-    """evaluate's `reduce_labels`: 0 becomes 255, every value drops by 1, and 254 (from 255) goes back to 255."""
-    reduced = torch.where(reference == 0, 255, _widened(reference)) - 1
-    return reduced.masked_fill_(reduced == 254, 255)
-
-
-def _remap(reference: torch.Tensor, label_map: Mapping[int, int]) -> torch.Tensor:
-    """evaluate's `label_map`: every old value is looked up in the original map, so chains do not compound."""
-    original = reference.to(torch.int64)  # int64: any key or new value compares and fits exactly
-    remapped = original.clone()
-    for old, new in label_map.items():
-        remapped.masked_fill_(original == old, new)
-    return remapped
 
 
 def per_class_table(
