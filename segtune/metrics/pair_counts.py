@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 # Pixels per CPU chunk: below torch's intra-op grain size (32768 elements), so every op runs on the calling thread.
@@ -166,6 +167,16 @@ class PairCounts:
         bins = rows * columns
         # A small block: a narrow int16 index, and one bincount. A large one: bincount would zero and add every
         # cell per chunk (and is ~40x slower still with an int32 index), so each pixel adds 1 to its cell instead.
+        if bins <= _BINCOUNT_MAX_BINS and self.device.type == "cpu":
+            # NumPy: the same passes as torch, at a tenth of the overhead per call on these small chunks
+            index = reference.numpy().astype(np.intp)
+            index -= self.reference_base
+            index *= columns
+            np.add(index, prediction.numpy(), out=index, casting="unsafe")
+            if self.prediction_base:
+                index -= self.prediction_base
+            self.dense.view(-1).add_(torch.from_numpy(np.bincount(index, minlength=bins)))
+            return
         dtype = torch.int16 if bins <= _BINCOUNT_MAX_BINS else torch.int32
         index = _bin_index(prediction, reference, self.prediction_base, self.reference_base, columns, dtype)
         if dtype == torch.int16:
@@ -227,6 +238,9 @@ def evaluate_labels(
 
 
 def _extent(values: torch.Tensor) -> tuple[int, int]:
+    if values.device.type == "cpu":  # NumPy's min and max: vectorised, and ~10x less overhead per small chunk
+        array = values.numpy()
+        return int(array.min()), int(array.max())
     low, high = torch.aminmax(values)
     return int(low), int(high)
 
