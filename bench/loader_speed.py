@@ -8,6 +8,8 @@ Prints, from one run:
 - images/s of the training DataLoader with 0 workers (this process does the work) and with each worker
   count, and the ratio of each to the 0-worker rate;
 - the bytes one sample takes across the worker boundary;
+- the same for evaluation samples (full 1024x2048 images, normalised on the CPU by the image processor,
+  labels at native resolution), with 0 workers and the largest worker count;
 - the transport alone: a dataset that only fills a ready-made 1024x1024 sample, handed over by the
   workers in segtune's compact format (uint8 image and labels) and in the float32 + int64 format the
   loop used before, as the ratio of the two.
@@ -33,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtune.data import build_datasets, make_loader  # noqa: E402
+from segtune.data import build_datasets, eval_collate, make_loader  # noqa: E402
 from segtune.recipe import load_recipe  # noqa: E402
 from segtune.train.sampler import EpochSampler  # noqa: E402
 
@@ -135,6 +137,22 @@ def transport_rates(workers: list[int], batch_size: int, batches: int) -> dict[t
     return rates
 
 
+def eval_part(data, args: argparse.Namespace) -> None:
+    """Evaluation items: per-sample ms, bytes across the worker boundary, loader images/s."""
+    times = []
+    for index in range(len(data.eval)):
+        start = time.perf_counter()
+        item = data.eval[index]
+        times.append(time.perf_counter() - start)
+    batch = eval_collate([item])
+    sizes = ", ".join(f"{k} {tuple(v.shape[1:])} {str(v.dtype).replace('torch.', '')}" for k, v in batch.items())
+    print(f"\nEvalDataset.__getitem__, this process: {1000 * statistics.median(times):.1f} ms per sample; "
+          f"{batch_bytes(batch) / 1e6:.1f} MB per sample across the worker boundary ({sizes})")
+    for workers in (0, max(args.workers)):
+        loader = make_loader(data.eval, 1, workers, sampler=list(range(len(data.eval))) * 50)
+        print(f"evaluation DataLoader, {workers} workers: {loader_rate(loader, args.batches * 2):.1f} images/s")
+
+
 def run(args: argparse.Namespace) -> None:
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="segtune-city-"))
     started = time.perf_counter()
@@ -150,6 +168,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"\n| DataLoader workers | images/s | vs 0 workers (this process) |\n|---|---|---|")
     for workers, rate in rates.items():
         print(f"| {workers} | {rate:.1f} | {rate / rates[args.workers[0]]:.2f}x |")
+    eval_part(data, args)
     transport = transport_rates(args.workers, args.batch_size, args.batches * 2)
     print("\ntransport only (ready-made 1024x1024 samples):\n| workers | compact uint8 img/s | float32 + int64 img/s | ratio |")
     print("|---|---|---|---|")

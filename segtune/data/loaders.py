@@ -57,17 +57,19 @@ def train_collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
 
 
 def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
-    """{"pixel_values", "labels", "image"}: each a stacked tensor when shapes agree, else a list.
+    """{"pixel_values", "labels"}: each a stacked tensor when shapes agree, else a list.
 
-    Samples skipped under `data.skip_invalid` (None) are left out, so a batch may be smaller than asked,
-    or empty (every value an empty list).
+    The items' original "image" stays behind: scoring does not need it, and it would add a fifth to what
+    crosses from a worker (the prediction grid reads it from the dataset). Samples skipped under
+    `data.skip_invalid` (None) are left out, so a batch may be smaller than asked, or empty (every value
+    an empty list).
     """
     carried = _carried(samples)
     if carried:
         return carried
     kept = [s for s in samples if s is not None]
     batch: Batch = {}
-    for key in ("pixel_values", "labels", "image"):
+    for key in ("pixel_values", "labels"):
         values = [s[key] for s in kept]
         same = bool(values) and all(v.shape == values[0].shape for v in values)
         batch[key] = torch.stack(values) if same else values
