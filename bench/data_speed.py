@@ -6,8 +6,10 @@ Writes a few 1024x2048 PNG scenes (with label-id masks) into a temporary Citysca
 one process on one thread (what one DataLoader worker gets) turning stored files into training tensors:
 
 - segtune: `build_datasets(recipe).train[key]` with the paper's Cityscapes recipe: random resize of
-  (2048, 1024) by 0.5-2.0, 1024x1024 crop with cat_max_ratio 0.75, flip, photometric distortion,
-  normalise, pad; label ids mapped to train ids.
+  (2048, 1024) by 0.5-2.0, 1024x1024 crop with cat_max_ratio 0.75, flip, pad, label ids mapped to train
+  ids, photometric parameters drawn: the uint8 sample a worker hands over. Its second row adds what the
+  training device does with it (`data.preprocess`: photometric distortion, normalisation), here on the
+  CPU too, so that both rows end with the same float32 tensors as the example.
 - transformers' example (examples/pytorch/semantic-segmentation/run_semantic_segmentation_no_trainer.py),
   re-created from its documented behaviour: a `datasets` Dataset with Image features and `with_transform`;
   per sample `image.convert("RGB")`, pad-if-smaller (mask with 255), `RandomCrop` to the processor's size
@@ -33,7 +35,7 @@ import torch
 from torchvision import transforms
 from torchvision.transforms import functional
 
-from segtune.data import build_datasets, build_image_processor
+from segtune.data import build_datasets, build_image_processor, train_collate
 from segtune.recipe import load_recipe
 
 HEIGHT, WIDTH, CROP = 1024, 2048, 1024
@@ -96,7 +98,7 @@ def write_tree(root: Path, count: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def ours(root: Path):
+def ours(root: Path, preprocess: bool):
     recipe = load_recipe(
         None,
         [
@@ -104,10 +106,18 @@ def ours(root: Path):
             f"data.path={root}",
             "augment.scale=[2048,1024]",
             "augment.crop_size=[1024,1024]",
+            "data.check=off",
         ],
     )
-    train = build_datasets(recipe).train
-    return lambda key: train[key]
+    data = build_datasets(recipe)
+    if not preprocess:
+        return lambda key: data.train[key]
+
+    def fetch(key: int) -> dict:
+        pixel_values, labels = data.preprocess(train_collate([data.train[key]]))
+        return {"pixel_values": pixel_values[0], "labels": labels[0]}
+
+    return fetch
 
 
 def example_train_transform(mean, std, crop: int):
@@ -157,7 +167,8 @@ def time_round(fetch, keys: list[int]) -> float:
     start = time.perf_counter()
     for key in keys:
         item = fetch(key)
-        assert item["pixel_values"].shape == (3, CROP, CROP) and item["labels"].shape == (CROP, CROP)
+        image = item.get("pixel_values", item.get("image"))
+        assert image.shape == (3, CROP, CROP) and item["labels"].shape == (CROP, CROP)
     return (time.perf_counter() - start) / len(keys)
 
 
@@ -172,7 +183,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pairs = write_tree(Path(tmp), args.images)
         pipelines = {
-            "segtune": ours(Path(tmp)),
+            "segtune worker": ours(Path(tmp), preprocess=False),
+            "segtune + preprocess": ours(Path(tmp), preprocess=True),
             "transformers example": transformers_example(pairs, build_image_processor(load_recipe())),
         }
         times: dict[str, list[float]] = {name: [] for name in pipelines}
@@ -188,7 +200,8 @@ def main() -> None:
         print(
             f"  {name:<22} {rate:6.2f} images/s per worker  ({1000 / rate:6.1f} ms/image, median of {args.rounds} rounds)"
         )
-    print(f"  segtune / transformers example: {rates['segtune'] / rates['transformers example']:.2f}x")
+    for name in ("segtune worker", "segtune + preprocess"):
+        print(f"  {name} / transformers example: {rates[name] / rates['transformers example']:.2f}x")
 
 
 if __name__ == "__main__":

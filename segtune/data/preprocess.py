@@ -75,12 +75,25 @@ def photometric_distortion(images: torch.Tensor, params: torch.Tensor) -> torch.
         column.view(-1, 1, 1, 1).to(images.dtype) for column in params.unbind(1)
     )
     first = contrast_first.bool()
-    images = images.add_(brightness).clamp_(0.0, 1.0)
-    images = images.mul_(torch.where(first, contrast, 1.0)).clamp_(0.0, 1.0)
-    grey = F.rgb_to_grayscale(images)  # torchvision's weights, as its adjust_saturation
-    images = images.mul_(saturation).add_(grey * (1.0 - saturation)).clamp_(0.0, 1.0)
-    images = torch.where(hue != 0, rotate_hue(images, hue.view(-1)), images)
-    return images.mul_(torch.where(first, 1.0, contrast)).clamp_(0.0, 1.0)
+    before, after = torch.where(first, contrast, 1.0), torch.where(first, 1.0, contrast)
+    if _taken(brightness, 0.0):
+        images = images.add_(brightness).clamp_(0.0, 1.0)
+    if _taken(before, 1.0):
+        images = images.mul_(before).clamp_(0.0, 1.0)
+    if _taken(saturation, 1.0):
+        grey = F.rgb_to_grayscale(images)  # torchvision's weights, as its adjust_saturation
+        images = images.mul_(saturation).add_(grey * (1.0 - saturation)).clamp_(0.0, 1.0)
+    if _taken(hue, 0.0):
+        images = torch.where(hue != 0, rotate_hue(images, hue.view(-1)), images)
+    if _taken(after, 1.0):
+        images = images.mul_(after).clamp_(0.0, 1.0)
+    return images
+
+
+def _taken(values: torch.Tensor, identity: float) -> bool:
+    """Whether any sample takes a step. Asked on the CPU only (a step nobody takes costs a whole pass there);
+    on an accelerator the answer would make the CPU wait, and an identity step changes nothing."""
+    return values.device.type != "cpu" or bool((values != identity).any())
 
 
 class TrainBatchPreprocessor:
@@ -100,7 +113,9 @@ class TrainBatchPreprocessor:
             images = photometric_distortion(images, batch["photometric"])
         mean, std = self.mean.to(images.device), self.std.to(images.device)
         images = images.sub_(mean).div_(std)
-        images = images.masked_fill_(_padding(batch["valid_size"], images.shape[-2:]), 0.0)
+        padding = _padding(batch["valid_size"], images.shape[-2:])
+        if padding.device.type != "cpu" or bool(padding.any()):  # as `_taken`: a pass saved on the CPU
+            images = images.masked_fill_(padding, 0.0)
         return images, batch["labels"].long()
 
 
