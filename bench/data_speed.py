@@ -188,7 +188,7 @@ def main() -> None:
             "transformers example": transformers_example(pairs, build_image_processor(load_recipe())),
         }
         times: dict[str, list[float]] = {name: [] for name in pipelines}
-        for name, fetch in pipelines.items():
+        for fetch in pipelines.values():
             time_round(fetch, list(range(args.images)))  # warm-up: page cache, lazy imports
         for r in range(args.rounds):
             keys = list(range(r * args.items, (r + 1) * args.items))

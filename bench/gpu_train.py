@@ -103,7 +103,9 @@ def model_cell(variant: str, size: int, args: argparse.Namespace, device: torch.
     if compiled:
         twin = MixTransformerForSemanticSegmentation(config).to(device).train()
         twin.load_state_dict(ours.state_dict())
-        steps["segtune compiled"] = make_step(torch.compile(twin, dynamic=False), device, args.batch_size, size, args.dtype)
+        steps["segtune compiled"] = make_step(
+            torch.compile(twin, dynamic=False), device, args.batch_size, size, args.dtype
+        )
         start = time.perf_counter()
         steps["segtune compiled"]()
         sync(device)
@@ -115,7 +117,9 @@ def model_cell(variant: str, size: int, args: argparse.Namespace, device: torch.
 
 def print_model_table(cells: dict, batch_size: int) -> None:
     print(f"\n## Model only: train step (fwd + loss + bwd + AdamW), batch {batch_size}, median ms\n")
-    print("| variant | size | transformers | segtune eager | segtune compiled | eager x | compiled x | peak MiB tf / segtune | compile s |")
+    print(
+        "| variant | size | transformers | segtune eager | segtune compiled | eager x | compiled x | peak MiB tf / segtune | compile s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for (variant, size), cell in cells.items():
         ms, peak = cell["ms"], cell["peak"]
@@ -220,15 +224,19 @@ def loop_part(root: Path, args: argparse.Namespace, device: torch.device, compil
 
 
 def print_loop(loops: dict, model_ms: dict, args: argparse.Namespace) -> None:
-    print(f"\n## The loop: B0, batch {args.batch_size} of 1024x1024 crops, {args.loop_workers} workers, "
-          f"steps {args.loop_warmup}..{args.loop_warmup + args.loop_steps}\n")
+    print(
+        f"\n## The loop: B0, batch {args.batch_size} of 1024x1024 crops, {args.loop_workers} workers, "
+        f"steps {args.loop_warmup}..{args.loop_warmup + args.loop_steps}\n"
+    )
     print("| model | loop images/s | model-only images/s | loop / model-only | mean GPU utilisation | final mIoU |")
     print("|---|---|---|---|---|---|")
     for name, cell in loops.items():
         alone = 1000 * args.batch_size / model_ms[name] if model_ms.get(name) else float("nan")
         busy = f"{cell['gpu_util']:.0f}%" if cell["gpu_util"] is not None else "n/a"
-        print(f"| {name} | {cell['images_s']:.1f} | {alone:.1f} | **{cell['images_s'] / alone:.0%}** | {busy} | "
-              f"{cell['miou']:.3f} |")
+        print(
+            f"| {name} | {cell['images_s']:.1f} | {alone:.1f} | **{cell['images_s'] / alone:.0%}** | {busy} | "
+            f"{cell['miou']:.3f} |"
+        )
 
 
 def profile_b0(args: argparse.Namespace, device: torch.device) -> None:
@@ -257,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
         print("no CUDA device: measuring the data path only (bench/loader_speed.py); run on a GPU for the rest")
         loader_speed.run(loader_speed.parse_args(["--data", str(root), "--workers", "0", "1", "2"]))
         return
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu (smoke)'}, "
-          f"torch {torch.__version__}, {os.cpu_count()} CPU cores")
+    print(
+        f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu (smoke)'}, "
+        f"torch {torch.__version__}, {os.cpu_count()} CPU cores"
+    )
     started = time.perf_counter()
     loader_speed.make_dataset(root, args.num_train, args.num_val)
     print(f"data: {args.num_train}+{args.num_val} PNG pairs in {root} ({time.perf_counter() - started:.0f} s)")
@@ -300,7 +310,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_size, args.steps, args.num_train, args.num_val = 2, 2, 4, 1
         args.loader_workers, args.loader_batches, args.loop_workers = [0, 1], 2, 0
         args.loop_size, args.loop_warmup, args.loop_steps, args.loop_compiled = 64, 1, 2, False
-        args.data_overrides = ["augment.crop_size=64", "augment.scale=[128,64]", "eval.mode=whole", "eval.resize=[128,64]"]
+        args.data_overrides = [
+            "augment.crop_size=64",
+            "augment.scale=[128,64]",
+            "eval.mode=whole",
+            "eval.resize=[128,64]",
+        ]
     return args
 
 

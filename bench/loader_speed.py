@@ -146,8 +146,10 @@ def eval_part(data, args: argparse.Namespace) -> None:
         times.append(time.perf_counter() - start)
     batch = eval_collate([item])
     sizes = ", ".join(f"{k} {tuple(v.shape[1:])} {str(v.dtype).replace('torch.', '')}" for k, v in batch.items())
-    print(f"\nEvalDataset.__getitem__, this process: {1000 * statistics.median(times):.1f} ms per sample; "
-          f"{batch_bytes(batch) / 1e6:.1f} MB per sample across the worker boundary ({sizes})")
+    print(
+        f"\nEvalDataset.__getitem__, this process: {1000 * statistics.median(times):.1f} ms per sample; "
+        f"{batch_bytes(batch) / 1e6:.1f} MB per sample across the worker boundary ({sizes})"
+    )
     for workers in (0, max(args.workers)):
         loader = make_loader(data.eval, 1, workers, sampler=list(range(len(data.eval))) * 50)
         print(f"evaluation DataLoader, {workers} workers: {loader_rate(loader, args.batches * 2):.1f} images/s")
@@ -165,12 +167,14 @@ def run(args: argparse.Namespace) -> None:
     dtypes = ", ".join(f"{k} {tuple(v.shape[1:])} {str(v.dtype).replace('torch.', '')}" for k, v in batch.items())
     print(f"bytes per sample across the worker boundary: {per_sample / 1e6:.3f} MB ({dtypes})")
     rates = {w: loader_rate(train_loader(data, args.batch_size, w), args.batches) for w in args.workers}
-    print(f"\n| DataLoader workers | images/s | vs 0 workers (this process) |\n|---|---|---|")
+    print("\n| DataLoader workers | images/s | vs 0 workers (this process) |\n|---|---|---|")
     for workers, rate in rates.items():
         print(f"| {workers} | {rate:.1f} | {rate / rates[args.workers[0]]:.2f}x |")
     eval_part(data, args)
     transport = transport_rates(args.workers, args.batch_size, args.batches * 2)
-    print("\ntransport only (ready-made 1024x1024 samples):\n| workers | compact uint8 img/s | float32 + int64 img/s | ratio |")
+    print(
+        "\ntransport only (ready-made 1024x1024 samples):\n| workers | compact uint8 img/s | float32 + int64 img/s | ratio |"
+    )
     print("|---|---|---|---|")
     for workers in sorted({w for _, w in transport}):
         compact, wide = transport[("compact uint8", workers)], transport[("float32 + int64", workers)]

@@ -1,16 +1,16 @@
 """The run directory: every file a run writes, named in this one module.
 
-    OUTPUT/
-      config.json, model.safetensors, *.py     the final model (`from_pretrained(OUTPUT)` works)
-      preprocessor_config.json                 its image processor
-      recipe.yaml                              the recipe, written when training starts
-      train_log.jsonl                          one JSON object per logging step and evaluation
-      metrics.json                             the final evaluation, written last: marks a finished run
-      per_class_iou.md                         the per-class IoU table
-      predictions.png                          image | ground truth | prediction, for a few samples
-      runs/                                    tracker logs (TensorBoard, ...)
-      checkpoints/step-00001000/               Accelerate's state, run_state.json and recipe.yaml
-      .push_pending.json                       a failed push, to retry with `python -m segtune.push`
+OUTPUT/
+  config.json, model.safetensors, *.py     the final model (`from_pretrained(OUTPUT)` works)
+  preprocessor_config.json                 its image processor
+  recipe.yaml                              the recipe, written when training starts
+  train_log.jsonl                          one JSON object per logging step and evaluation
+  metrics.json                             the final evaluation, written last: marks a finished run
+  per_class_iou.md                         the per-class IoU table
+  predictions.png                          image | ground truth | prediction, for a few samples
+  runs/                                    tracker logs (TensorBoard, ...)
+  checkpoints/step-00001000/               Accelerate's state, run_state.json and recipe.yaml
+  .push_pending.json                       a failed push, to retry with `python -m segtune.push`
 """
 
 from __future__ import annotations

@@ -100,9 +100,7 @@ def test_model_files_honour_the_umask(finished_run):
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "PYTHONWARNINGS"))}
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
-    )
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
 @pytest.mark.slow  # a fresh interpreter loads torch and trains two steps (~15 s)
@@ -113,7 +111,10 @@ def test_the_quick_start_prints_no_warning_and_one_line_per_checkpoint(tmp_path)
     assert not re.search(r"warn", done.stderr, re.IGNORECASE), done.stderr
     assert "accelerate.checkpointing" not in done.stderr + done.stdout and ".tmp-step" not in done.stdout
     saved = re.findall(r"^step (\d): saved (\S+)$", done.stdout, re.MULTILINE)
-    assert saved == [("2", str(out / "checkpoints" / "step-00000002")), ("4", str(out / "checkpoints" / "step-00000004"))]
+    assert saved == [
+        ("2", str(out / "checkpoints" / "step-00000002")),
+        ("4", str(out / "checkpoints" / "step-00000004")),
+    ]
     assert re.findall(r"^step (\d): mIoU 0\.\d{4}", done.stdout, re.MULTILINE) == ["2", "4"]  # each on its own line
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torchvision import tv_tensors
-
 import torchvision.transforms.v2.functional as F
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from segtune.data import LabelSpec, build_datasets, eval_collate, make_loader, train_collate

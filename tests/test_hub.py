@@ -23,9 +23,9 @@ from transformers import (
 
 from segtune.errors import HubError
 from segtune.hub import push
-from segtune.run_dir import PUSH_PENDING as PENDING_FILE
 from segtune.models.build import build_model
 from segtune.recipe import load_recipe
+from segtune.run_dir import PUSH_PENDING as PENDING_FILE
 from tests.conftest import BLOCK_SEGTUNE
 
 REPO = "user/tiny-segformer"
@@ -216,7 +216,9 @@ def test_unknown_repo_gets_a_clear_error(hub_env):
     from segtune.models import CheckpointError
     from segtune.models.loading import load_for_inference
 
-    with pytest.raises(CheckpointError, match=r"user/no-such-model: cannot load the model: .*not a valid model identifier"):
+    with pytest.raises(
+        CheckpointError, match=r"user/no-such-model: cannot load the model: .*not a valid model identifier"
+    ):
         load_for_inference("user/no-such-model")
 
 
@@ -225,8 +227,20 @@ def test_recipe_pushes_at_the_end_of_training(hub_env, tmp_path):
     from tests.conftest import TINY_RUN
 
     out = tmp_path / "run"
-    recipe = load_recipe("demo.yaml", [*TINY_RUN, "train.max_steps=2", f"train.output_dir={out}", "hub.push=true",
-                                       "hub.repo_id=user/pushed-by-recipe", "hub.private=true"])
+    recipe = load_recipe(
+        "demo.yaml",
+        [
+            *TINY_RUN,
+            "train.max_steps=2",
+            f"train.output_dir={out}",
+            "hub.push=true",
+            "hub.repo_id=user/pushed-by-recipe",
+            "hub.private=true",
+        ],
+    )
     train(recipe)
     assert hub_env.repo("user/pushed-by-recipe").private
-    assert hub_env.stored_file("user/pushed-by-recipe", "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    assert (
+        hub_env.stored_file("user/pushed-by-recipe", "model.safetensors").read_bytes()
+        == (out / "model.safetensors").read_bytes()
+    )

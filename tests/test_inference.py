@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from segtune.recipe import EvalConfig
 from segtune.inference import predict_labels, predict_scores, slide_logits, whole_logits, window_grid
+from segtune.recipe import EvalConfig
 
 
 class Pointwise(nn.Module):

@@ -12,8 +12,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
 
 import segtune
-from segtune.evaluation import evaluate_checkpoint
 from segtune.evaluate import main as evaluate_main
+from segtune.evaluation import evaluate_checkpoint
 from segtune.models.mix_transformer import MixTransformerConfig
 from segtune.predict import main as predict_main
 from segtune.recipe import load_recipe

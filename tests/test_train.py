@@ -156,7 +156,9 @@ def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkey
     monkeypatch.setattr(loop.Accelerator, "save_state", failing_save)
     with pytest.raises(OSError, match="No space left on device"):  # the original error, with its traceback
         train(tiny_recipe(out))
-    assert re.search(r"stopped at step 4 by OSError; saving a checkpoint failed too.*step-00000002", capsys.readouterr().err)
+    assert re.search(
+        r"stopped at step 4 by OSError; saving a checkpoint failed too.*step-00000002", capsys.readouterr().err
+    )
     [kept] = list_checkpoints(out)
     assert kept.name == "step-00000002" and len(load_file(kept / "model.safetensors")) > 0
 
@@ -188,10 +190,20 @@ def test_command_line_errors_are_clear(capsys):
 
 def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):
     out = tmp_path / "run"
-    results = train(tiny_recipe(out, "train.mixed_precision=bf16", "train.max_grad_norm=1.0",
-                                "train.gradient_accumulation_steps=2", "train.reference_batch_size=4"))
+    results = train(
+        tiny_recipe(
+            out,
+            "train.mixed_precision=bf16",
+            "train.max_grad_norm=1.0",
+            "train.gradient_accumulation_steps=2",
+            "train.reference_batch_size=4",
+        )
+    )
     assert 0 <= float(results["mean_iou"]) <= 1
-    assert {str(t.dtype) for t in final_weights(out).values()} == {"torch.float32", "torch.int64"}  # fp32 master weights
+    assert {str(t.dtype) for t in final_weights(out).values()} == {
+        "torch.float32",
+        "torch.int64",
+    }  # fp32 master weights
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import torch
-
 from transformers import PreTrainedConfig, PreTrainedModel, SegformerForSemanticSegmentation
 
 from ..errors import RecipeError
@@ -24,7 +23,9 @@ def check_model_config(model: ModelConfig) -> None:
         RecipeError: `model.variant` is not a MiT variant.
     """
     if model.variant.lower() not in VARIANTS:
-        raise RecipeError(f"invalid recipe:\n  model.variant: expected one of {sorted(VARIANTS)}, found {model.variant!r}")
+        raise RecipeError(
+            f"invalid recipe:\n  model.variant: expected one of {sorted(VARIANTS)}, found {model.variant!r}"
+        )
 
 
 def _head_overrides(model: ModelConfig, id2label: dict[int, str], ignore_index: int) -> dict[str, Any]:

@@ -130,7 +130,9 @@ def resolve_resume(output_dir: Path, resume: str) -> Path:
         return checkpoints[-1]
     path = Path(resume)
     if not (path / run_dir.RUN_STATE).is_file():
-        raise TrainingError(f"--resume {resume}: expected a checkpoint directory holding {run_dir.RUN_STATE}, found none")
+        raise TrainingError(
+            f"--resume {resume}: expected a checkpoint directory holding {run_dir.RUN_STATE}, found none"
+        )
     return path
 
 

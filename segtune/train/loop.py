@@ -26,8 +26,15 @@ from ..errors import TrainingError
 from ..evaluation import evaluate
 from ..models.build import build_model, check_model_config
 from ..recipe import Recipe
-from .checkpoints import RunState, check_same_recipe, list_checkpoints, load_checkpoint, resolve_resume
-from .checkpoints import rotate_checkpoints, save_checkpoint
+from .checkpoints import (
+    RunState,
+    check_same_recipe,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    rotate_checkpoints,
+    save_checkpoint,
+)
 from .interrupts import StepSnapshot, sigterm_raises, stop
 from .optim import build_optimizer, build_scheduler
 from .output_dir import check_output_dir
