@@ -21,8 +21,10 @@ from .errors import is_user_error
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with `--snake_case` options that also answer to `--kebab-case`, and exit status 1 on misuse."""
 
-    def __init__(self, module: str, description: str, **kwargs: Any) -> None:
-        super().__init__(prog=f"python -m {module}", description=description, **kwargs)
+    def __init__(self, module: str | None = None, description: str | None = None, **kwargs: Any) -> None:
+        if module is not None:  # subcommand parsers are made by argparse itself, with their own prog
+            kwargs["prog"] = f"python -m {module}"
+        super().__init__(description=description, **kwargs)
 
     def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
         aliases = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
@@ -31,6 +33,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(1, f"error: {message}\n")
+
+
+def main(args: argparse.Namespace, command: Callable[[argparse.Namespace], int | None]) -> int:
+    """A command line's `main`: logging set up, then `command(args)` under `run`."""
+    setup_logging()
+    return run(lambda: command(args))
 
 
 def setup_logging() -> None:

@@ -16,12 +16,12 @@ if __package__ in (None, ""):
 
 import argparse  # noqa: E402
 
-from segtune.cli import ArgumentParser, run, setup_logging  # noqa: E402
+from segtune import cli  # noqa: E402
 from segtune.recipe import available_recipes, load_recipe  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
+    parser = cli.ArgumentParser(
         "segtune.finetune",
         "Fine-tune a SegFormer from a recipe.",
         epilog=f"shipped recipes: {', '.join(available_recipes())}",
@@ -46,20 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def finetune(args: argparse.Namespace) -> None:
+    recipe = load_recipe(args.recipe, args.set)  # validated before torch is even imported
+    if args.output_dir:
+        recipe.train.output_dir = args.output_dir
+    from segtune.train import train
+
+    train(recipe, resume=args.resume, overwrite=args.overwrite)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the recipe; return the process exit status (0 on success, 1 on a user error)."""
-    args = parse_args(argv)
-    setup_logging()
-
-    def finetune() -> None:
-        recipe = load_recipe(args.recipe, args.set)  # validated before torch is even imported
-        if args.output_dir:
-            recipe.train.output_dir = args.output_dir
-        from segtune.train import train
-
-        train(recipe, resume=args.resume, overwrite=args.overwrite)
-
-    return run(finetune)
+    return cli.main(parse_args(argv), finetune)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cli import ArgumentParser, run, setup_logging
+from . import cli
 from .recipe import EVAL_MODES, EvalConfig
 
 _DEFAULTS = EvalConfig()
@@ -38,7 +38,7 @@ def write_prediction(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser("segtune.predict", "Predict segmentation maps with a SegFormer checkpoint.")
+    parser = cli.ArgumentParser("segtune.predict", "Predict segmentation maps with a SegFormer checkpoint.")
     parser.add_argument("--model", required=True, help="checkpoint directory or Hub repo id")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output directory")
@@ -54,12 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Write predictions for every readable image; report unreadable ones by name; exit 1 if any failed."""
-    args = parse_args(argv)
-    setup_logging()
-    return run(lambda: _predict(args))
+    return cli.main(parse_args(argv), predict)
 
 
-def _predict(args: argparse.Namespace) -> int:
+def predict(args: argparse.Namespace) -> int:
     from .errors import is_user_error
     from .inference import open_image, segment
     from .models.loading import load_for_inference

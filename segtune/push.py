@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import ArgumentParser, run, setup_logging
+from . import cli
 from .recipe import ARCHS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser("segtune.push", "Push a finished segtune run to the Hugging Face Hub.")
+    parser = cli.ArgumentParser("segtune.push", "Push a finished segtune run to the Hugging Face Hub.")
     parser.add_argument("output_dir", help="the run's output directory")
     parser.add_argument("--repo_id", help="user/name; default: hub.repo_id of the run's recipe")
     parser.add_argument("--private", action="store_true", default=None, help="create the repo private")
@@ -24,18 +24,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def push(args: argparse.Namespace) -> None:
+    from .hub import push
+
+    url = push(args.output_dir, args.repo_id, private=args.private, format=args.format, overwrite=args.overwrite)
+    print(f"pushed: {url}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Push; print the commit URL; 0 on success, 1 on a user error."""
-    args = parse_args(argv)
-    setup_logging()
-
-    def push() -> None:
-        from .hub import push
-
-        url = push(args.output_dir, args.repo_id, private=args.private, format=args.format, overwrite=args.overwrite)
-        print(f"pushed: {url}")
-
-    return run(push)
+    return cli.main(parse_args(argv), push)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from segtune.push import main as push_main
 from tests.conftest import TINY_RUN
 
 COMMANDS = {
+    "segtune.data": check_main,
     "segtune.finetune": finetune_main,
     "segtune.evaluate": evaluate_main,
     "segtune.predict": predict_main,

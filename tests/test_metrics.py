@@ -154,7 +154,7 @@ def test_per_sample_matrices_added_match_reference(seed):
     case["reduce_labels"] = False  # add_confusion adds counts as they are; reduce_labels belongs to update()
     metric = MeanIoU(case["num_labels"], case["ignore_index"])
     matrices = per_sample_confusion(
-        case["predictions"], case["references"], case["num_labels"], case["ignore_index"], outside_bin=True
+        case["predictions"], case["references"], case["num_labels"], ignore_index=case["ignore_index"], outside_bin=True
     )
     metric.add_confusion(matrices)
     assert_same_results(metric.compute(nan_to_num=case["nan_to_num"]), reference_mean_iou(**case))

@@ -13,8 +13,9 @@ add the processor's eval preprocessing (labels mapped at native size) or the key
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import datasets
 import numpy as np
@@ -91,10 +92,19 @@ class _Decode:
 
 
 class _SplitDataset(torch.utils.data.Dataset):
+    """One split's samples, decoded per access, then given to `transform` (the subclass says how)."""
+
     _encode_labels = True
 
-    def __init__(self, samples: datasets.Dataset, split: str, labels: LabelSpec, skipped: SkipCounter | None) -> None:
-        self.split, self.skipped = split, skipped
+    def __init__(
+        self,
+        samples: datasets.Dataset,
+        split: str,
+        labels: LabelSpec,
+        transform: Callable[..., Any],
+        skipped: SkipCounter | None = None,
+    ) -> None:
+        self.split, self.transform, self.skipped = split, transform, skipped
         stored = samples.cast_column(IMAGE, datasets.Image(decode=False)).cast_column(
             LABEL, datasets.Image(decode=False)
         )
@@ -126,17 +136,7 @@ class TrainDataset(_SplitDataset):
     """
 
     _encode_labels = False  # the pipeline maps labels after cropping (EncodeLabels)
-
-    def __init__(
-        self,
-        samples: datasets.Dataset,
-        split: str,
-        labels: LabelSpec,
-        transform: TrainTransform,
-        skipped: SkipCounter | None = None,
-    ) -> None:
-        super().__init__(samples, split, labels, skipped)
-        self.transform = transform
+    transform: TrainTransform
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         if key < 0:
@@ -149,24 +149,24 @@ class TrainDataset(_SplitDataset):
         raise DatasetError(f"split {self.split!r}: every sample is invalid (see the warnings above)")
 
 
+@dataclass(frozen=True)
+class EvalTransform:
+    """uint8 image (3, H, W) -> float32 pixel values, resized and normalised exactly as at inference."""
+
+    processor: SegformerImageProcessor
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return eval_pixel_values(self.processor, image)
+
+
 class EvalDataset(_SplitDataset):
     """Evaluation items, labels at native resolution; None for an invalid sample under skip_invalid.
 
     Item: {"pixel_values": float32 (3, H', W') resized per eval.resize and normalised by the processor,
     "labels": train ids (H, W) native, of `LabelSpec.mask_dtype` (uint8 for most datasets: 8x less to move
-    out of a worker than int64), "image": uint8 (3, H, W) the original RGB image}.
+    out of a worker than int64), "image": uint8 (3, H, W) the original RGB image}. `transform` turns the
+    image into pixel values (`EvalTransform`).
     """
-
-    def __init__(
-        self,
-        samples: datasets.Dataset,
-        split: str,
-        labels: LabelSpec,
-        processor: SegformerImageProcessor,
-        skipped: SkipCounter | None = None,
-    ) -> None:
-        super().__init__(samples, split, labels, skipped)
-        self.processor = processor
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
         sample = self._read(index)
@@ -174,7 +174,7 @@ class EvalDataset(_SplitDataset):
             return None
         image = sample[IMAGE]
         return {
-            "pixel_values": eval_pixel_values(self.processor, image),
+            "pixel_values": self.transform(image),
             "labels": sample[LABEL],
             "image": image,
         }
@@ -217,7 +217,7 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
     processor = build_image_processor(recipe)
     return SegmentationData(
         train=TrainDataset(train, data.train_split, labels, TrainTransform(recipe.augment, labels, seed), skip),
-        eval=EvalDataset(evaluation, data.eval_split, labels, processor, skip),
+        eval=EvalDataset(evaluation, data.eval_split, labels, EvalTransform(processor), skip),
         labels=labels,
         processor=processor,
         skipped=skipped,

@@ -93,23 +93,21 @@ def check_dataset(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m segtune.data check`: print the report; exit 1 when problems were found or the recipe is bad."""
-    import argparse
+    from .. import cli
 
-    from ..errors import RecipeError
-    from ..recipe import load_recipe
-
-    parser = argparse.ArgumentParser(prog="python -m segtune.data", description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser("segtune.data", __doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a dataset: class histogram and problems")
     check.add_argument("--recipe", default=None, help="recipe file or shipped recipe name (default: the defaults)")
     check.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted recipe overrides")
-    check.add_argument("--decode-images", action="store_true", help="decode every image fully, not just its header")
-    args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe, args.set)
-    except RecipeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    check.add_argument("--decode_images", action="store_true", help="decode every image fully, not just its header")
+    return cli.main(parser.parse_args(argv), _check)
+
+
+def _check(args) -> int:
+    from ..recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
     report = check_dataset(recipe, args.decode_images, progress=lambda line: print(line, file=sys.stderr))
     print(report.format())
     return 0 if report.ok else 1

@@ -262,6 +262,11 @@ def default_palette(n: int) -> tuple[Color, ...]:
     return tuple(colours)
 
 
+def palette_from_hex(text: str) -> tuple[Color, ...]:
+    """Colours written as whitespace-separated `rrggbb` hex triplets, in order."""
+    return tuple((int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)) for h in text.split())
+
+
 def read_id2label(path: str | Path) -> dict[int, str]:
     """An `id2label.json` file ({"0": "road", ...}) with integer keys.
 

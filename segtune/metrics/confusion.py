@@ -148,42 +148,32 @@ def confusion_matrix(
     return matrix if outside_bin else matrix[:num_labels, :num_labels].contiguous()
 
 
-def per_sample_confusion(
-    predictions: Maps,
-    references: Maps,
-    num_labels: int,
-    ignore_index: int | None = 255,
-    outside_bin: bool = False,
-    *,
-    label_map: Mapping[int, int] | None = None,
-    reduce_labels: bool = False,
-) -> torch.Tensor:
+def per_sample_confusion(predictions: Maps, references: Maps, num_labels: int, **settings: Any) -> torch.Tensor:
     """One confusion matrix per sample (`confusion_matrix` of each), for `accelerator.gather_for_metrics`.
 
     Accelerate pads the last batch of an uneven split with duplicated samples and
     `gather_for_metrics` drops them, but only along dim 0 of what it gathers: a per-batch sum would
     keep the duplicates in. Gather these instead, then `MeanIoU.add_confusion(gathered)`.
 
-    Args: as `confusion_matrix`; a single (H, W) map is one sample.
+    Args: as `confusion_matrix` (`settings`: ignore_index, outside_bin, label_map, reduce_labels); a single
+        (H, W) map is one sample.
 
     Returns:
         A (B, K, K) int64 tensor, or (B, K + 1, K + 1) with `outside_bin`, on the (first) predictions' device.
 
     Raises:
         MetricError: as `confusion_matrix`.
+        TypeError: a setting `confusion_matrix` does not take.
     """
     num_labels = check_num_labels(num_labels, "per_sample_confusion")
     samples = []
     for prediction, reference in paired_maps(predictions, references):
         samples += list(zip(prediction, reference)) if prediction.ndim == 3 else [(prediction, reference)]
-    side = num_labels + int(outside_bin)
     if not samples:
+        side = num_labels + int(settings.get("outside_bin", False))
         return torch.zeros(0, side, side, dtype=torch.int64)
-    settings = {"label_map": label_map, "reduce_labels": reduce_labels}
     device = samples[0][0].device
-    return torch.stack(
-        [confusion_matrix(p, r, num_labels, ignore_index, outside_bin, **settings).to(device) for p, r in samples]
-    )
+    return torch.stack([confusion_matrix(p, r, num_labels, **settings).to(device) for p, r in samples])
 
 
 def metrics_from_confusion(

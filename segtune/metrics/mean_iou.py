@@ -196,7 +196,12 @@ class MeanIoU(NoMetricCache, evaluate.Metric):
         """
         num_labels = self._require_num_labels("per_sample_confusion", "to size the matrices")
         return per_sample_confusion(
-            predictions, references, num_labels, self.ignore_index, outside_bin=True, reduce_labels=self.reduce_labels
+            predictions,
+            references,
+            num_labels,
+            ignore_index=self.ignore_index,
+            outside_bin=True,
+            reduce_labels=self.reduce_labels,
         )
 
     def add_confusion(self, matrix: torch.Tensor | np.ndarray) -> None:

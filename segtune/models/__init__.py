@@ -11,21 +11,10 @@ Importing this package registers the MixTransformer classes with the transformer
 | loading.py        | any checkpoint (directory or Hub id) and its image processor, for inference |
 """
 
-from . import auto  # noqa: F401  (registers the Auto classes)
-from .mix_transformer import (
-    CheckpointError,
-    MixTransformerBackbone,
-    MixTransformerConfig,
-    MixTransformerConfigError,
-    MixTransformerForSemanticSegmentation,
-    MixTransformerModel,
+from . import (
+    auto,  # noqa: F401  (registers the Auto classes)
+    mix_transformer,
 )
+from .mix_transformer import *  # noqa: F403  (the model family is this package's public API)
 
-__all__ = [
-    "CheckpointError",
-    "MixTransformerBackbone",
-    "MixTransformerConfig",
-    "MixTransformerConfigError",
-    "MixTransformerForSemanticSegmentation",
-    "MixTransformerModel",
-]
+__all__ = mix_transformer.__all__

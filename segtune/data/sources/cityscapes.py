@@ -18,7 +18,7 @@ import datasets
 
 from ...errors import DatasetError
 from ...recipe import DataConfig
-from .base import Source, paired_dataset, report_problems, require_nonempty
+from .base import Source, pair_by_stem, paired_dataset, report_problems, require_nonempty
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -93,16 +93,11 @@ def _list_split(root: Path, split: str) -> tuple[list[tuple[str, str | None, str
             p.relative_to(masks_dir).as_posix()[: -len(LABEL_IDS_SUFFIX)]: p
             for p in masks_dir.glob(f"*/*{LABEL_IDS_SUFFIX}")
         }
-    problems = [
-        f"image '{images[n].relative_to(root)}' has no mask '{Path('gtFine', folder, n + LABEL_IDS_SUFFIX)}'"
-        for n in sorted(images.keys() - masks.keys())
-    ]
-    problems += [
-        f"mask '{masks[n].relative_to(root)}' has no image '{Path('leftImg8bit', folder, n + IMAGE_SUFFIX)}'"
-        for n in sorted(masks.keys() - images.keys())
-    ]
+    image_paths, mask_paths, problems = pair_by_stem(
+        images, masks, root, f"leftImg8bit/{folder}/{{}}{IMAGE_SUFFIX}", f"gtFine/{folder}/{{}}{LABEL_IDS_SUFFIX}"
+    )
     pairs = []
-    for name in sorted(images.keys() & masks.keys()):
-        train_ids = masks_dir / f"{name}{TRAIN_IDS_SUFFIX}"
-        pairs.append((str(images[name]), str(train_ids) if train_ids.is_file() else None, str(masks[name])))
+    for image, label_ids in zip(image_paths, mask_paths):
+        train_ids = Path(label_ids[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX)
+        pairs.append((image, str(train_ids) if train_ids.is_file() else None, label_ids))
     return pairs, problems
