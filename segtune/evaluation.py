@@ -12,6 +12,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from .compat import reset_accelerate_state
 from .data import LabelSpec, build_datasets, make_loader
 from .data.preprocess import raise_carried_error
 from .inference import predict_labels
@@ -56,6 +57,7 @@ def evaluate_checkpoint(model_id: str, recipe: Recipe) -> tuple[dict, dict[int, 
         CheckpointError: the checkpoint cannot be loaded or predicts another number of classes.
         DatasetError: the evaluation data is missing or invalid.
     """
+    reset_accelerate_state()  # a notebook may have trained with another precision in this process
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
     with accelerator.main_process_first():
         data = build_datasets(recipe)

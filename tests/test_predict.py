@@ -107,3 +107,15 @@ def test_evaluate_a_transformers_checkpoint_and_refuse_a_label_mismatch(tmp_path
     wrong.save_pretrained(tmp_path / "wrong")
     assert evaluate_main(["--model", str(tmp_path / "wrong"), *recipe_args]) == 1
     assert "predicts 150 classes; the recipe's data has 6" in capsys.readouterr().err
+
+
+def test_segment_finds_a_loaded_models_image_processor_or_says_it_needs_one(finished_run, images):
+    loaded = AutoModelForSemanticSegmentation.from_pretrained(finished_run)
+    np.testing.assert_array_equal(
+        segtune.segment(loaded, images[:1])[0], segtune.segment(str(finished_run), images[:1])[0]
+    )
+    built = segtune.MixTransformerForSemanticSegmentation(MixTransformerConfig(num_labels=3))
+    with pytest.raises(segtune.models.CheckpointError, match=r"no image processor .* pass processor="):
+        segtune.segment(built, images[:1])
+    with pytest.raises(TypeError, match="window"):
+        segtune.segment(str(finished_run), images[:1], window=3)  # not an eval setting

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import segtune.train.loop as loop
 from segtune.errors import TrainingError
+from segtune.evaluation import evaluate_checkpoint
 from segtune.finetune import main as finetune_main
 from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
 from segtune.recipe import load_recipe
@@ -204,6 +205,9 @@ def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):
         "torch.float32",
         "torch.int64",
     }  # fp32 master weights
+    # a notebook evaluating, in the same process, at another precision than it trained with
+    results, _ = evaluate_checkpoint(str(out), tiny_recipe(out))
+    assert 0 <= float(results["mean_iou"]) <= 1
 
 
 @pytest.mark.parametrize(
