@@ -225,7 +225,7 @@ def loop_part(root: Path, args: argparse.Namespace, device: torch.device, compil
 
 def print_loop(loops: dict, model_ms: dict, args: argparse.Namespace) -> None:
     print(
-        f"\n## The loop: B0, batch {args.batch_size} of 1024x1024 crops, {args.loop_workers} workers, "
+        f"\n## The loop: B0, batch {args.batch_size} of {args.loop_size}x{args.loop_size} crops, {args.loop_workers} workers, "
         f"steps {args.loop_warmup}..{args.loop_warmup + args.loop_steps}\n"
     )
     print("| model | loop images/s | model-only images/s | loop / model-only | mean GPU utilisation | final mIoU |")
