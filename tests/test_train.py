@@ -225,3 +225,20 @@ def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):
 def test_compile_auto_is_on_for_long_gpu_runs_only(device, overrides, expected):
     assert (load_recipe("cityscapes.yaml").train.compile, load_recipe("demo.yaml").eval.compile) == ("auto", "auto")
     assert loop.compiles(load_recipe("cityscapes.yaml", overrides), torch.device(device)) == expected
+
+
+def test_the_loss_is_read_back_only_at_logging_evaluation_and_checkpoint_steps(tmp_path, monkeypatch):
+    """Between those steps nothing of the loss comes back from the device: the CPU never waits for the GPU."""
+    steps, reads = [0], []
+    real_step, real_mean, real_bad = loop.train_step, loop.LossMeter.mean, loop.LossMeter.bad_step
+
+    def counted_step(run, batches):
+        real_step(run, batches)
+        steps[0] = run.state.step
+
+    monkeypatch.setattr(loop, "train_step", counted_step)
+    monkeypatch.setattr(loop.LossMeter, "mean", lambda self: reads.append(steps[0]) or real_mean(self))
+    monkeypatch.setattr(loop.LossMeter, "bad_step", lambda self: reads.append(steps[0]) or real_bad(self))
+    overrides = ["train.max_steps=9", "train.logging_steps=4", "train.eval_steps=6", "train.save_steps=9"]
+    train(tiny_recipe(tmp_path / "run", *overrides))
+    assert steps == [9] and sorted(set(reads)) == [4, 6, 8, 9]
