@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 
 import pytest
 import torch
@@ -74,33 +76,37 @@ def test_checkpoints_keep_the_last_k_and_the_best(tmp_path, monkeypatch):
     assert json.loads((out / "metrics.json").read_text())["best_step"] == 2
 
 
-def _interrupt_at_batch(monkeypatch, batch_number: int) -> None:
-    """Raise KeyboardInterrupt when the loop asks for its `batch_number`-th micro-batch (1-based)."""
+def _interrupt_at_batch(monkeypatch, batch_number: int, how: str) -> None:
+    """Stop the loop when it asks for its `batch_number`-th micro-batch (1-based): Ctrl-C, or a real SIGTERM."""
     real = loop.micro_batches
 
     def interrupted(run):
         for count, batch in enumerate(real(run), start=1):
             if count == batch_number:
-                raise KeyboardInterrupt
+                if how == "ctrl-c":
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, in the main thread
             yield batch
 
     monkeypatch.setattr(loop, "micro_batches", interrupted)
 
 
 @pytest.mark.parametrize(
-    "overrides, batch_number",
+    "overrides, batch_number, how",
     [
-        ((), 4),  # between checkpoints: step 3 saved on interrupt
-        (("train.gradient_accumulation_steps=2", "train.reference_batch_size=4"), 6),  # mid-accumulation
+        ((), 4, "ctrl-c"),  # between checkpoints: step 3 saved on interrupt
+        (("train.gradient_accumulation_steps=2", "train.reference_batch_size=4"), 6, "ctrl-c"),  # mid-accumulation
+        (("train.gradient_accumulation_steps=2", "train.reference_batch_size=4"), 6, "sigterm"),  # a preemption
     ],
 )
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, overrides, batch_number):
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, overrides, batch_number, how):
     common = ("train.max_steps=6", "model.drop_path_rate=0.2", "model.classifier_dropout_prob=0.2", *overrides)
     train(tiny_recipe(tmp_path / "straight", *common))
 
     with monkeypatch.context() as patch:
-        _interrupt_at_batch(patch, batch_number)
-        with pytest.raises(TrainingError, match=r"interrupted \(Ctrl-C\) at step \d.*--resume latest"):
+        _interrupt_at_batch(patch, batch_number, how)
+        reason = r"interrupted \(Ctrl-C\)" if how == "ctrl-c" else r"terminated \(SIGTERM\)"
+        with pytest.raises(TrainingError, match=rf"{reason} at step \d.*--resume latest"):
             train(tiny_recipe(tmp_path / "resumed", *common))
     assert list_checkpoints(tmp_path / "resumed")[-1].name != "step-00000006"
     train(tiny_recipe(tmp_path / "resumed", *common), resume="latest")
