@@ -169,12 +169,11 @@ class PairCounts:
         # cell per chunk (and is ~40x slower still with an int32 index), so each pixel adds 1 to its cell instead.
         if bins <= _BINCOUNT_MAX_BINS and self.device.type == "cpu":
             # NumPy: the same passes as torch, at a tenth of the overhead per call on these small chunks
-            index = reference.numpy().astype(np.intp)
-            index -= self.reference_base
-            index *= columns
+            index = np.multiply(reference.numpy(), columns, dtype=np.intp)  # one pass: widen and scale
             np.add(index, prediction.numpy(), out=index, casting="unsafe")
-            if self.prediction_base:
-                index -= self.prediction_base
+            offset = self.reference_base * columns + self.prediction_base
+            if offset:
+                index -= offset
             self.dense.view(-1).add_(torch.from_numpy(np.bincount(index, minlength=bins)))
             return
         dtype = torch.int16 if bins <= _BINCOUNT_MAX_BINS else torch.int32
