@@ -21,6 +21,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...lazy import lazy_exports
+
 if TYPE_CHECKING:
     from ...recipe import Recipe
     from .base import Source
@@ -74,15 +76,6 @@ def _loader(entry: SourceEntry) -> Any:
 
 
 # The shared names of base.py, imported on first use so that importing the registry stays light.
-_FROM_BASE = ("FEATURES", "IMAGE", "LABEL", "Source")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_BASE:
-        from . import base
-
-        return getattr(base, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, {name: ".base" for name in ("FEATURES", "IMAGE", "LABEL", "Source")})
 
 __all__ = ["FEATURES", "IMAGE", "LABEL", "SOURCES", "Source", "SourceEntry", "load_source"]
