@@ -22,6 +22,11 @@ def recipe(*overrides: str) -> Recipe:
     return load_recipe(None, [*TINY_AUGMENT, *overrides])
 
 
+def folder_recipe(root, *overrides: str) -> Recipe:
+    """`recipe` for a 3-class image/mask folder at `root`."""
+    return recipe("data.source=folder", f"data.path={root}", "data.num_labels=3", *overrides)
+
+
 def scene(seed: int, height: int = 24, width: int = 32, num_labels: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 (H, W, 3), mask uint8 (H, W)) with every class present in horizontal bands."""
     rng = np.random.default_rng(seed)

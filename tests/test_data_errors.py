@@ -14,6 +14,7 @@ from segtune.data import build_datasets, check_dataset, make_loader
 from segtune.data.check import main
 from segtune.errors import DatasetError
 from tests.data_fixtures import (
+    folder_recipe,
     hub_dataset,
     isolated_datasets_cache,  # noqa: F401 (autouse fixture)
     make_cityscapes,
@@ -22,10 +23,6 @@ from tests.data_fixtures import (
     save,
     scene,
 )
-
-
-def folder_recipe(root, *overrides):
-    return recipe("data.source=folder", f"data.path={root}", "data.num_labels=3", *overrides)
 
 
 def test_missing_folder(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from segtune.data import build_datasets, check_dataset, preflight
 from segtune.errors import DatasetError
 from tests.data_fixtures import (
+    folder_recipe,
     isolated_datasets_cache,  # noqa: F401 (autouse fixture)
     make_folder,
     png_bytes,
@@ -17,10 +18,6 @@ from tests.data_fixtures import (
     save,
     scene,
 )
-
-
-def folder_recipe(root, *overrides):
-    return recipe("data.source=folder", f"data.path={root}", "data.num_labels=3", *overrides)
 
 
 def wrong_size_folder(root):

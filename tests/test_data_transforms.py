@@ -13,7 +13,7 @@ from segtune.data import LabelSpec, build_datasets, eval_collate, make_loader, t
 from segtune.data.preprocess import photometric_distortion, rotate_hue
 from segtune.data.transforms import PHOTOMETRIC_PARAMS, RandomResizeCrop, draw_photometric
 from segtune.errors import DatasetError
-from tests.data_fixtures import isolated_datasets_cache, make_folder, recipe, save  # noqa: F401 (fixture)
+from tests.data_fixtures import folder_recipe, isolated_datasets_cache, make_folder, recipe, save  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def folder(tmp_path):
 
 
 def folder_data(folder, *overrides):
-    return build_datasets(recipe("data.source=folder", f"data.path={folder}", "data.num_labels=3", *overrides))
+    return build_datasets(folder_recipe(folder, *overrides))
 
 
 def test_train_item_is_compact_uint8_with_its_photometric_draw(folder):
