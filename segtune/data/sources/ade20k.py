@@ -22,13 +22,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets
-
 from ...errors import DatasetError
 from ...recipe import DataConfig
 from ..labels import palette_from_hex
 from . import SOURCES
-from .base import Source, files_by_stem, pair_by_stem, paired_dataset, report_problems, require_nonempty
+from .base import Source, files_by_stem, official_split_folder, pair_by_stem, paired_splits
 from .hub import load_hub
 from .scripts import ADE20K_ZIP
 
@@ -244,32 +242,16 @@ def _looks_local(path: str) -> bool:
 
 def _load_folder(root: Path, data: DataConfig) -> Source:
     """The splits of an ADEChallengeData2016 folder."""
-    skipped: list[str] = []
-    splits, problems = {}, []
-    for split in (data.train_split, data.eval_split):
-        images, masks, found = _pair_split(root, split)
-        problems += found
-        splits[split] = paired_dataset(images, masks)
-    report_problems(problems, data.skip_invalid, skipped, f"{root} (ADE20K)")
-    for split, dataset in splits.items():
-        require_nonempty(dataset, split, str(root))
-    return Source(splits=datasets.DatasetDict(splits), name=str(root), skipped=skipped)
+    listed = {split: _pair_split(root, split) for split in (data.train_split, data.eval_split)}
+    splits, skipped = paired_splits(listed, data.skip_invalid, root, "ADE20K")
+    return Source(splits=splits, name=str(root), skipped=skipped)
 
 
 def _pair_split(root: Path, split: str) -> tuple[list[str], list[str], list[str]]:
-    folder = SPLIT_FOLDERS.get(split)
-    if folder is None:
-        raise DatasetError(
-            f"{root} (ADE20K): split {split!r} (data.train_split / data.eval_split) has no folder; "
-            f"expected one of {list(SPLIT_FOLDERS)}"
-        )
-    images_dir, masks_dir = root / "images" / folder, root / "annotations" / folder
-    for needed in (images_dir, masks_dir):
-        if not needed.is_dir():
-            raise DatasetError(f"{root} (ADE20K): folder {str(needed)!r} for split {split!r} not found")
+    folder = official_split_folder(root, split, SPLIT_FOLDERS, "ADE20K")
     return pair_by_stem(
-        files_by_stem(images_dir, (".jpg", ".jpeg", ".png")),
-        files_by_stem(masks_dir, (".png",)),
+        files_by_stem(root / "images" / folder, (".jpg", ".jpeg", ".png")),
+        files_by_stem(root / "annotations" / folder, (".png",)),
         root,
         f"images/{folder}/{{}}.jpg",
         f"annotations/{folder}/{{}}.png",

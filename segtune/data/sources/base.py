@@ -48,16 +48,16 @@ def paired_dataset(images: Sequence[str], masks: Sequence[str]) -> datasets.Data
     return datasets.Dataset.from_dict({IMAGE: list(images), LABEL: list(masks)}, features=FEATURES)
 
 
-def files_by_stem(folder: Path, suffixes: Sequence[str], exclude: str | None = None) -> dict[str, Path]:
+def files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """Name without `suffix` -> path, for the files directly in `folder` whose name ends with one of `suffixes`
-    (case-insensitive) and not with `exclude`; hidden files are skipped. Empty when the folder is missing."""
+    (case-insensitive); hidden files are skipped. Empty when the folder is missing."""
     if not folder.is_dir():
         return {}
     found = {}
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
         suffix = next((s for s in suffixes if name.endswith(s.lower())), None)
-        if suffix is None or name.startswith(".") or (exclude and name.endswith(exclude.lower())):
+        if suffix is None or name.startswith("."):
             continue
         if path.is_file():
             found[path.name[: -len(suffix)]] = path
@@ -82,6 +82,43 @@ def pair_by_stem(
     ]
     paired = sorted(images.keys() & masks.keys())
     return [str(images[s]) for s in paired], [str(masks[s]) for s in paired], problems
+
+
+def official_split_folder(root: Path, split: str, folders: Mapping[str, str], dataset: str) -> str:
+    """The folder name of `split` in a dataset's own `images/<folder>` + `annotations/<folder>` layout.
+
+    Raises:
+        DatasetError: the split name has no folder, or either folder is missing.
+    """
+    folder = folders.get(split)
+    if folder is None:
+        raise DatasetError(
+            f"{root} ({dataset}): split {split!r} (data.train_split / data.eval_split) has no folder; "
+            f"expected one of {list(folders)}"
+        )
+    for needed in (root / "images" / folder, root / "annotations" / folder):
+        if not needed.is_dir():
+            raise DatasetError(f"{root} ({dataset}): folder {str(needed)!r} for split {split!r} not found")
+    return folder
+
+
+def paired_splits(
+    listed: Mapping[str, tuple[list[str], list[str], list[str]]], skip_invalid: bool, root: Path, dataset: str
+) -> tuple[datasets.DatasetDict, list[str]]:
+    """Splits from per-split `(images, masks, problems)` listings (as `pair_by_stem` returns them), and the
+    listing problems `skip_invalid` let through.
+
+    Raises:
+        DatasetError: listing problems (unless `skip_invalid`), or an empty split.
+    """
+    skipped: list[str] = []
+    report_problems([p for *_, found in listed.values() for p in found], skip_invalid, skipped, f"{root} ({dataset})")
+    splits = datasets.DatasetDict(
+        {split: paired_dataset(images, masks) for split, (images, masks, _) in listed.items()}
+    )
+    for split, dataset_split in splits.items():
+        require_nonempty(dataset_split, split, str(root))
+    return splits, skipped
 
 
 def _relative(path: Path, root: Path) -> str:

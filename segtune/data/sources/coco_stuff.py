@@ -20,12 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets
-
 from ...errors import DatasetError
 from ...recipe import DataConfig
 from ..labels import palette_from_hex
-from .base import Source, files_by_stem, pair_by_stem, paired_dataset, report_problems, require_nonempty
+from .base import Source, files_by_stem, official_split_folder, pair_by_stem, paired_splits
 
 TRAIN_IDS_SUFFIX = "_labelTrainIds.png"
 # The recipe's split names -> the COCO 2017 folders.
@@ -257,19 +255,26 @@ def load_coco_stuff(data: DataConfig, seed: int) -> Source:
             f"data.path {str(root)!r}: COCO-Stuff-164k folder with images/ and annotations/ not found. "
             f"Download {DOWNLOAD}, then point data.path at that folder"
         )
-    folders = {split: _folder(root, split) for split in (data.train_split, data.eval_split)}
-    use_train_ids = all(_has_train_ids(root, folder) for folder in folders.values())
-    skipped: list[str] = []
-    splits, problems = {}, []
-    for split, folder in folders.items():
-        images, masks, found = _pair_split(root, folder, use_train_ids)
-        problems += found
-        splits[split] = paired_dataset(images, masks)
-    report_problems(problems, data.skip_invalid, skipped, f"{root} (COCO-Stuff)")
-    for split, dataset in splits.items():
-        require_nonempty(dataset, split, str(root))
+    folders = {
+        split: official_split_folder(root, split, SPLIT_FOLDERS, "COCO-Stuff")
+        for split in (data.train_split, data.eval_split)
+    }
+    files = {split: _list_split(root, folder) for split, folder in folders.items()}
+    # the converted masks are read only when every image of both splits has one
+    use_train_ids = all(converted and images.keys() <= converted.keys() for images, _, converted in files.values())
+    listed = {
+        split: pair_by_stem(
+            images,
+            converted if use_train_ids else raw,
+            root,
+            f"images/{folders[split]}/{{}}.jpg",
+            f"annotations/{folders[split]}/{{}}{TRAIN_IDS_SUFFIX if use_train_ids else '.png'}",
+        )
+        for split, (images, raw, converted) in files.items()
+    }
+    splits, skipped = paired_splits(listed, data.skip_invalid, root, "COCO-Stuff")
     return Source(
-        splits=datasets.DatasetDict(splits),
+        splits=splits,
         name=str(root),
         id2label=dict(enumerate(CLASSES)),
         palette=PALETTE,
@@ -280,38 +285,10 @@ def load_coco_stuff(data: DataConfig, seed: int) -> Source:
     )
 
 
-def _folder(root: Path, split: str) -> str:
-    folder = SPLIT_FOLDERS.get(split)
-    if folder is None:
-        raise DatasetError(
-            f"{root} (COCO-Stuff): split {split!r} (data.train_split / data.eval_split) has no folder; "
-            f"expected one of {list(SPLIT_FOLDERS)}"
-        )
-    for needed in (root / "images" / folder, root / "annotations" / folder):
-        if not needed.is_dir():
-            raise DatasetError(f"{root} (COCO-Stuff): folder {str(needed)!r} for split {split!r} not found")
-    return folder
-
-
-def _has_train_ids(root: Path, folder: str) -> bool:
-    """Every image of the split has a converted `*_labelTrainIds.png` mask."""
-    images = files_by_stem(root / "images" / folder, (".jpg", ".jpeg", ".png"))
-    converted = files_by_stem(root / "annotations" / folder, (TRAIN_IDS_SUFFIX,))
-    return bool(converted) and images.keys() <= converted.keys()
-
-
-def _pair_split(root: Path, folder: str, use_train_ids: bool) -> tuple[list[str], list[str], list[str]]:
-    suffix = TRAIN_IDS_SUFFIX if use_train_ids else ".png"
-    masks_dir = root / "annotations" / folder
-    masks = (
-        files_by_stem(masks_dir, (TRAIN_IDS_SUFFIX,))
-        if use_train_ids
-        else files_by_stem(masks_dir, (".png",), exclude=TRAIN_IDS_SUFFIX)
-    )
-    return pair_by_stem(
-        files_by_stem(root / "images" / folder, (".jpg", ".jpeg", ".png")),
-        masks,
-        root,
-        f"images/{folder}/{{}}.jpg",
-        f"annotations/{folder}/{{}}{suffix}",
-    )
+def _list_split(root: Path, folder: str) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path]]:
+    """(images, raw masks, converted masks) of a split by stem, each folder listed once."""
+    masks = files_by_stem(root / "annotations" / folder, (".png",))
+    tag = TRAIN_IDS_SUFFIX.removesuffix(".png").lower()  # matched without case, as files_by_stem matches suffixes
+    converted = {stem[: -len(tag)]: path for stem, path in masks.items() if stem.lower().endswith(tag)}
+    raw = {stem: path for stem, path in masks.items() if not stem.lower().endswith(tag)}
+    return files_by_stem(root / "images" / folder, (".jpg", ".jpeg", ".png")), raw, converted
