@@ -91,9 +91,14 @@ def photometric_distortion(images: torch.Tensor, params: torch.Tensor) -> torch.
 
 
 def _taken(values: torch.Tensor, identity: float) -> bool:
-    """Whether any sample takes a step. Asked on the CPU only (a step nobody takes costs a whole pass there);
-    on an accelerator the answer would make the CPU wait, and an identity step changes nothing."""
-    return values.device.type != "cpu" or bool((values != identity).any())
+    """Whether any sample takes a step (any value other than `identity`); see `_maybe_any`."""
+    return _maybe_any(values != identity)
+
+
+def _maybe_any(flags: torch.Tensor) -> bool:
+    """`flags.any()`, asked on the CPU only (a pass nobody needs costs a whole pass there); on an accelerator
+    the answer would make the CPU wait, so True: the step runs, and where it is an identity it changes nothing."""
+    return flags.device.type != "cpu" or bool(flags.any())
 
 
 class TrainBatchPreprocessor:
@@ -114,7 +119,7 @@ class TrainBatchPreprocessor:
         mean, std = self.mean.to(images.device), self.std.to(images.device)
         images = images.sub_(mean).div_(std)
         padding = _padding(batch["valid_size"], images.shape[-2:])
-        if padding.device.type != "cpu" or bool(padding.any()):  # as `_taken`: a pass saved on the CPU
+        if _maybe_any(padding):
             images = images.masked_fill_(padding, 0.0)
         return images, batch["labels"].long()
 
