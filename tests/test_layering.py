@@ -28,6 +28,12 @@ def test_the_recipe_layer_imports_nothing_heavy(statement):
     assert not loaded & {"torch", "transformers", "datasets", "accelerate", "torchvision", "evaluate"}, loaded
 
 
+def test_the_source_registry_imports_nothing_heavy():
+    """Recipe validation reads the registry: importing it must not even load NumPy or PIL."""
+    loaded = _imported_after("import segtune.data.sources")
+    assert not loaded & {"numpy", "torch", "datasets", "PIL", "transformers"}, loaded
+
+
 def test_validating_a_recipe_imports_nothing_heavy():
     loaded = _imported_after("from segtune.recipe import load_recipe; load_recipe('cityscapes.yaml')")
     assert not loaded & {"torch", "transformers", "datasets", "accelerate"}, loaded
