@@ -35,7 +35,8 @@ import torch
 from torchvision import transforms
 from torchvision.transforms import functional
 
-from segtune.data import build_datasets, build_image_processor, train_collate
+from segtune.data import build_datasets, build_image_processor
+from segtune.data.loaders import train_collate
 from segtune.recipe import load_recipe
 
 HEIGHT, WIDTH, CROP = 1024, 2048, 1024

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtune.data import build_datasets, eval_collate, make_loader  # noqa: E402
+from segtune.data import build_datasets, make_loader  # noqa: E402
+from segtune.data.loaders import eval_collate  # noqa: E402
 from segtune.recipe import load_recipe  # noqa: E402
 from segtune.train.sampler import EpochSampler  # noqa: E402
 

@@ -37,7 +37,7 @@ from transformers import SegformerForSemanticSegmentation, get_scheduler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data_speed import example_train_transform  # noqa: E402
 
-from segtune.data import build_datasets  # noqa: E402
+from segtune.data import build_datasets, load_source  # noqa: E402
 from segtune.recipe import load_recipe  # noqa: E402
 from segtune.train import loop  # noqa: E402
 
@@ -76,7 +76,7 @@ def segtune_step(args: argparse.Namespace) -> Callable[[], None]:
 def example_step(args: argparse.Namespace) -> Callable[[], None]:
     r = recipe(args)
     data = build_datasets(r)  # the same synthetic files, read through the example's own transforms
-    split = data.source.splits[r.data.train_split]
+    split = load_source(r).splits[r.data.train_split]
     transform = example_train_transform(data.processor.image_mean, data.processor.image_std, args.size)
     loader = DataLoader(split.with_transform(transform), batch_size=args.batch, shuffle=True, drop_last=True)
     torch.manual_seed(0)

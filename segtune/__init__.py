@@ -11,7 +11,21 @@ loads a model, registers the MixTransformer classes with AutoConfig, AutoModel, 
 AutoModelForSemanticSegmentation (`segtune.models.auto`).
 """
 
+from typing import TYPE_CHECKING
+
 from .lazy import lazy_exports
+
+if TYPE_CHECKING:  # what IDEs and type checkers follow; at run time, `lazy_exports` imports on first use
+    from .inference import segment
+    from .metrics import MeanIoU
+    from .models import (
+        MixTransformerBackbone,
+        MixTransformerConfig,
+        MixTransformerForSemanticSegmentation,
+        MixTransformerModel,
+    )
+    from .recipe import Recipe, load_recipe
+    from .train import train
 
 __version__ = "0.1.0"
 

@@ -7,6 +7,8 @@ heavy: the recipe layer and every command line read it before torch is loaded.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 
 class SegtuneError(Exception):
@@ -29,6 +31,19 @@ class HubError(SegtuneError, RuntimeError):
     """A push or pull that failed: login, repo, missing file."""
 
 
+# How many problems or values a message lists before "... and N more".
+MAX_LISTED = 10
+
+
+def listing(items: Sequence[Any], inline: bool = False) -> str:
+    """Up to MAX_LISTED `items`, then how many more there are: one per line, each on a new line indented by
+    two spaces (for a message's tail), or `inline` as a list ("[3, 7] (and 2 more)")."""
+    shown, rest = list(items[:MAX_LISTED]), len(items) - MAX_LISTED
+    if inline:
+        return f"{shown}" + (f" (and {rest} more)" if rest > 0 else "")
+    return "".join(f"\n  {item}" for item in shown) + (f"\n  ... and {rest} more" if rest > 0 else "")
+
+
 # The model package defines its own two errors, because it must import without segtune (Hub remote code).
 _MODEL_PACKAGE = "segtune.models.mix_transformer"
 _MODEL_ERRORS = ("CheckpointError", "MixTransformerConfigError")
@@ -47,4 +62,13 @@ def is_user_error(error: BaseException) -> bool:
     return models is not None and isinstance(error, tuple(getattr(models, name) for name in _MODEL_ERRORS))
 
 
-__all__ = ["DatasetError", "HubError", "RecipeError", "SegtuneError", "TrainingError", "is_user_error"]
+__all__ = [
+    "MAX_LISTED",
+    "DatasetError",
+    "HubError",
+    "RecipeError",
+    "SegtuneError",
+    "TrainingError",
+    "is_user_error",
+    "listing",
+]

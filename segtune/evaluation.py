@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from .compat import reset_accelerate_state
 from .data import LabelSpec, build_datasets, make_loader
-from .data.preprocess import raise_carried_error
+from .data.carry import raise_carried_error
 from .inference import predict_labels
 from .metrics import MeanIoU
 from .models.loading import load_for_inference

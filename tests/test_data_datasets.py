@@ -98,14 +98,14 @@ def test_ade20k_official_folder_loads_with_the_shipped_recipe(tmp_path):
     root = make_ade20k(tmp_path, per_split=2)
     r = load_recipe("ade20k.yaml", [f"data.path={root}", *TINY_AUGMENT, "eval.resize="])
     assert (r.data.train_split, r.data.eval_split) == ("train", "validation")
-    data = build_datasets(r)
+    data, source = build_datasets(r), load_source(r)
     assert data.labels.num_labels == 150 and data.labels.id2label[0] == "wall" and data.labels.reduce_labels
     assert data.labels.palette[0] == (120, 120, 120)
-    assert [Path(p).name for p in files(data.source.splits["train"], "image")] == [
+    assert [Path(p).name for p in files(source.splits["train"], "image")] == [
         "ADE_train_00000001.jpg",
         "ADE_train_00000002.jpg",
     ]
-    masks = files(data.source.splits["validation"], "label")
+    masks = files(source.splits["validation"], "label")
     assert all("/annotations/validation/ADE_val_" in p for p in masks)
     for index, mask_path in enumerate(masks):
         annotation = np.asarray(PIL.Image.open(mask_path)).astype(np.int64)
@@ -120,8 +120,9 @@ def test_ade20k_official_folder_loads_with_the_shipped_recipe(tmp_path):
 def test_ade20k_training_split_name_and_default_path(tmp_path, monkeypatch):
     make_ade20k(tmp_path / "data", per_split=1)
     monkeypatch.chdir(tmp_path)  # the default path data/ADEChallengeData2016 is relative
-    data = build_datasets(recipe("data.source=ade20k", "data.train_split=training"))
-    assert data.source.name == "data/ADEChallengeData2016"
+    r = recipe("data.source=ade20k", "data.train_split=training")
+    data = build_datasets(r)
+    assert load_source(r).name == "data/ADEChallengeData2016"
     assert (len(data.train), len(data.eval)) == (1, 1)
 
 
@@ -172,9 +173,10 @@ def test_ade20k_unknown_split_name(tmp_path):
 def test_ade20k_parquet_copy_with_annotation_column(tmp_path):
     """A Parquet copy of scene_parse_150 (image / annotation columns, values 1..150) takes the hub path."""
     write_parquet(hub_dataset(label_column="annotation", reduce=True), tmp_path / "pq")
-    data = build_datasets(recipe("data.source=ade20k", f"data.path={tmp_path / 'pq'}"))
-    assert data.labels.num_labels == 150 and data.source.splits["train"].column_names == ["image", "label"]
-    raw = np.asarray(data.source.splits["validation"][0]["label"]).astype(np.int64)
+    r = recipe("data.source=ade20k", f"data.path={tmp_path / 'pq'}")
+    data, source = build_datasets(r), load_source(r)
+    assert data.labels.num_labels == 150 and source.splits["train"].column_names == ["image", "label"]
+    raw = np.asarray(source.splits["validation"][0]["label"]).astype(np.int64)
     assert data.eval[0]["labels"].tolist() == (raw - 1).tolist()
 
 
@@ -233,11 +235,12 @@ def test_coco_stuff_table_is_the_171_used_ids_in_order():
 @pytest.mark.parametrize("train_ids", [False, True])
 def test_coco_stuff_raw_and_converted_trees_give_the_same_labels(tmp_path, train_ids):
     root = make_coco_stuff(tmp_path, per_split=2, train_ids=train_ids)
-    data = build_datasets(load_recipe("coco_stuff.yaml", [f"data.path={root}", *TINY_AUGMENT, "eval.resize="]))
+    r = load_recipe("coco_stuff.yaml", [f"data.path={root}", *TINY_AUGMENT, "eval.resize="])
+    data, source = build_datasets(r), load_source(r)
     assert data.labels.num_labels == 171 and data.labels.id2label[170] == "wood"
-    masks = files(data.source.splits["validation"], "label")
+    masks = files(source.splits["validation"], "label")
     assert all(p.endswith("_labelTrainIds.png") == train_ids for p in masks)
-    assert (data.source.label_map is None) == train_ids
+    assert (source.label_map is None) == train_ids
     position = {raw_id: i for i, raw_id in enumerate(COCO_USED)} | {255: 255}
     for index, mask_path in enumerate(masks):
         raw = np.asarray(PIL.Image.open(mask_path.replace("_labelTrainIds.png", ".png"))).astype(np.int64)

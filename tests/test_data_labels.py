@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import AutoImageProcessor
 
-from segtune.data import LabelSpec, build_datasets, build_image_processor, default_palette
+from segtune.data import LabelSpec, build_datasets, build_image_processor, load_source
+from segtune.data.labels import default_palette
 from segtune.errors import DatasetError
 from tests.data_fixtures import hub_dataset, isolated_datasets_cache, recipe  # noqa: F401 (fixture)
 
@@ -97,9 +98,10 @@ def test_processor_never_reduces_labels():
 def test_dataset_reduces_ade_style_labels_exactly_once(tmp_path, reduce_in_recipe):
     hub_dataset(reduce=True).save_to_disk(str(tmp_path / "ade"))
     overrides = ["data.source=ade20k", f"data.path={tmp_path / 'ade'}", f"data.reduce_labels={reduce_in_recipe}"]
-    data = build_datasets(recipe(*overrides, "augment.photometric=false"))
+    r = recipe(*overrides, "augment.photometric=false")
+    data = build_datasets(r)
     assert data.labels.num_labels == 150 and data.labels.reduce_labels
-    stored = data.source.splits["validation"][0]["label"]
+    stored = load_source(r).splits["validation"][0]["label"]
     expected = np.asarray(stored).astype(np.int64) - 1  # files hold 1..3 for classes 0..2
     assert data.eval[0]["labels"].tolist() == expected.tolist()
     train_labels = data.train[0]["labels"]

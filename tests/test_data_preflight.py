@@ -124,7 +124,8 @@ def test_synthetic_scenes_are_checked_from_their_stored_pngs():
 
 
 def _problems(r, split):
-    from segtune.data import label_spec, load_source
+    from segtune.data import load_source
+    from segtune.data.build import label_spec
 
     source = load_source(r)
     labels = label_spec(r.data, source)

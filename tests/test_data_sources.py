@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from segtune.data import build_datasets, load_source
+from segtune.data.sources.base import undecoded
 from segtune.data.sources.synthetic import COLOUR_SIGMA, class_names, make_scene
 from tests.data_fixtures import (
     CITYSCAPES_IDS,
@@ -36,8 +37,9 @@ def assert_image_columns(splits: datasets.DatasetDict, names=("train", "validati
 def test_folder_layouts(tmp_path, layout):
     make_folder(tmp_path, layout, count=4)
     extra = ["data.val_ratio=0.25"] if layout == "flat" else []
-    data = build_datasets(recipe("data.source=folder", f"data.path={tmp_path}", "data.num_labels=3", *extra))
-    assert_image_columns(data.source.splits)
+    r = recipe("data.source=folder", f"data.path={tmp_path}", "data.num_labels=3", *extra)
+    data = build_datasets(r)
+    assert_image_columns(load_source(r).splits)
     assert (len(data.train), len(data.eval)) == ((3, 1) if layout == "flat" else (4, 4))
     assert data.labels.id2label == {0: "class_0", 1: "class_1", 2: "class_2"}
 
@@ -68,11 +70,12 @@ def test_flat_split_is_seeded(tmp_path):
 def test_folder_reads_every_image_and_mask_kind(tmp_path):
     expected = make_mixed_folder(tmp_path)
     (tmp_path / "id2label.json").write_text(json.dumps({"0": "sky", "1": "road", "2": "car"}))
-    data = build_datasets(recipe("data.source=folder", f"data.path={tmp_path}"))
+    r = recipe("data.source=folder", f"data.path={tmp_path}")
+    data = build_datasets(r)
     assert data.labels.id2label == {0: "sky", 1: "road", 2: "car"}
     stored = data.eval.samples  # the eval side keeps native resolution
     names = {}
-    for i, path in enumerate(data.source.splits["train"].cast_column("image", datasets.Image(decode=False))["image"]):
+    for i, path in enumerate(undecoded(load_source(r).splits["train"])["image"]):
         names[path["path"].rsplit("/", 1)[-1].rsplit(".", 1)[0]] = i
     train = data.train.samples
     for name, (rgb, mask) in expected.items():
@@ -100,12 +103,13 @@ def test_palette_masks_give_the_class_colours(tmp_path):
 @pytest.mark.parametrize("train_ids", [False, True])
 def test_cityscapes_maps_label_ids_to_train_ids(tmp_path, train_ids):
     make_cityscapes(tmp_path, train_ids=train_ids)
-    data = build_datasets(recipe("data.source=cityscapes", f"data.path={tmp_path}"))
+    r = recipe("data.source=cityscapes", f"data.path={tmp_path}")
+    data, source = build_datasets(r), load_source(r)
     assert data.labels.num_labels == 19
     assert data.labels.id2label[0] == "road" and data.labels.id2label[18] == "bicycle"
     assert data.labels.palette[0] == (128, 64, 128)
-    assert (data.source.label_map is None) == train_ids  # train-id files are read when present
-    raw_paths = data.source.splits["validation"].cast_column("label", datasets.Image(decode=False))["label"]
+    assert (source.label_map is None) == train_ids  # train-id files are read when present
+    raw_paths = undecoded(source.splits["validation"])["label"]
     assert all(("labelTrainIds" in p["path"]) == train_ids for p in raw_paths)
     item = data.eval[0]
     assert item["labels"].shape == (64, 128) and item["image"].shape == (3, 64, 128)
@@ -122,18 +126,18 @@ def test_parquet_and_save_to_disk_take_the_same_path(tmp_path):
     dataset = hub_dataset(label_column="annotation")
     write_parquet(dataset, tmp_path / "pq", id2label={0: "a", 1: "b", 2: "c"})
     dataset.save_to_disk(str(tmp_path / "disk"))
-    from_parquet = build_datasets(recipe("data.source=hub", f"data.path={tmp_path / 'pq'}"))
-    from_disk = build_datasets(
-        recipe(
-            "data.source=hub",
-            f"data.path={tmp_path / 'disk'}",
-            "data.label_column=annotation",
-            "data.id2label={0: a, 1: b, 2: c}",
-        )
+    parquet_recipe = recipe("data.source=hub", f"data.path={tmp_path / 'pq'}")
+    disk_recipe = recipe(
+        "data.source=hub",
+        f"data.path={tmp_path / 'disk'}",
+        "data.label_column=annotation",
+        "data.id2label={0: a, 1: b, 2: c}",
     )
-    for data in (from_parquet, from_disk):
-        assert_image_columns(data.source.splits)
-        assert data.source.splits["train"].column_names == ["image", "label"]
+    from_parquet, from_disk = build_datasets(parquet_recipe), build_datasets(disk_recipe)
+    for r, data in ((parquet_recipe, from_parquet), (disk_recipe, from_disk)):
+        splits = load_source(r).splits
+        assert_image_columns(splits)
+        assert splits["train"].column_names == ["image", "label"]
         assert data.labels.id2label == {0: "a", 1: "b", 2: "c"}
     for a, b in zip(from_parquet.eval[0].values(), from_disk.eval[0].values()):
         assert torch.equal(a, b)
@@ -178,7 +182,7 @@ def test_synthetic_is_deterministic_and_described():
         "data.synthetic.num_classes=6",
     )
     first, second = build_datasets(r), build_datasets(r)
-    assert_image_columns(first.source.splits)
+    assert_image_columns(load_source(r).splits)
     names = {0: "background", 1: "disc", 2: "bar", 3: "rectangle", 4: "ring", 5: "triangle"}
     assert first.labels.id2label == class_names(6) == names
     for a, b in zip(first.eval[1].values(), second.eval[1].values()):

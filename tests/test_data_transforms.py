@@ -9,9 +9,10 @@ import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from segtune.data import LabelSpec, build_datasets, eval_collate, make_loader, train_collate
-from segtune.data.preprocess import photometric_distortion, rotate_hue
-from segtune.data.transforms import PHOTOMETRIC_PARAMS, RandomResizeCrop, draw_photometric
+from segtune.data import LabelSpec, build_datasets, make_loader
+from segtune.data.batch_preprocessor import photometric_distortion, rotate_hue
+from segtune.data.loaders import eval_collate, train_collate
+from segtune.data.transforms import PHOTOMETRIC_PARAMS, RandomRescaleCrop, draw_photometric
 from segtune.errors import DatasetError
 from tests.data_fixtures import folder_recipe, isolated_datasets_cache, make_folder, recipe, save  # noqa: F401 (fixture)
 
@@ -138,7 +139,7 @@ def test_image_and_mask_stay_aligned(tmp_path):
 
 @pytest.mark.parametrize(("ratio", "expected"), [(0.5, (50, 100)), (1.0, (100, 200)), (2.0, (200, 400))])
 def test_random_resize_fits_the_scaled_target_keeping_ratio(ratio, expected):
-    step = RandomResizeCrop(
+    step = RandomRescaleCrop(
         scale=(200, 100),
         ratio_range=(ratio, ratio),
         crop_size=(1000, 1000),
@@ -150,7 +151,7 @@ def test_random_resize_fits_the_scaled_target_keeping_ratio(ratio, expected):
     out_image, out_mask = step(image, mask)
     assert out_image.shape[-2:] == expected and out_mask.shape == expected
     # keep-ratio fit: a square image against (200, 50) is limited by the short side
-    square = RandomResizeCrop((200, 50), (1.0, 1.0), (1000, 1000), 1.0, LabelSpec({0: "a"}).class_pixels)
+    square = RandomRescaleCrop((200, 50), (1.0, 1.0), (1000, 1000), 1.0, LabelSpec({0: "a"}).class_pixels)
     assert square(tv_tensors.Image(torch.zeros(3, 100, 100, dtype=torch.uint8))).shape[-2:] == (50, 50)
 
 
@@ -160,7 +161,7 @@ def test_cat_max_ratio_redraws_dominated_crops():
     labels = LabelSpec({0: "a", 1: "b"})
 
     def balanced_share(cat_max_ratio):
-        step = RandomResizeCrop((64, 64), (1.0, 1.0), (16, 16), cat_max_ratio, labels.class_pixels)
+        step = RandomRescaleCrop((64, 64), (1.0, 1.0), (16, 16), cat_max_ratio, labels.class_pixels)
         image = tv_tensors.Image(torch.zeros(3, 64, 64, dtype=torch.uint8))
         hits = 0
         torch.manual_seed(0)
@@ -201,9 +202,15 @@ def test_batched_photometric_distortion_equals_the_per_image_steps():
 
 
 def test_identity_parameters_leave_the_image_unchanged():
-    identity = draw_photometric(recipe("augment.photometric=false").augment)
+    identity = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0])  # the values of the steps whose coin said no
     images = torch.rand(2, 3, 8, 8)
     assert torch.equal(photometric_distortion(images.clone(), identity.expand(2, -1)), images)
+
+
+def test_photometric_off_is_decided_once_by_the_worker(folder):
+    """Without photometric parameters in the batch, the preprocessor only normalises (no distortion pass)."""
+    data = folder_data(folder, "augment.photometric=false")
+    assert "photometric" not in data.train[0] and "photometric" in folder_data(folder).train[0]
 
 
 @pytest.mark.parametrize("seed", range(8))

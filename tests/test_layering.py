@@ -139,3 +139,24 @@ def test_auto_registration_lives_in_one_module():
         _module_name(p) for p in PACKAGE.rglob("*.py") if ".register(" in p.read_text() and "Auto" in p.read_text()
     )
     assert registering == ["segtune.models.auto"]
+
+
+def _lazy_packages() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("__init__.py") if "lazy_exports(" in p.read_text())
+
+
+@pytest.mark.parametrize("init", _lazy_packages(), ids=lambda p: _module_name(p))
+def test_lazy_exports_are_visible_to_type_checkers(init):
+    """Each lazy name is also imported under `if TYPE_CHECKING:`, from the module `lazy_exports` loads it from."""
+    tree = ast.parse(init.read_text())
+    exports = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS"
+    )
+    checked = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for statement in node.body:
+                checked |= {alias.name: "." * statement.level + statement.module for alias in statement.names}
+    assert checked == exports

@@ -4,50 +4,55 @@
 
     data = build_datasets(recipe)                       # sources -> LabelSpec -> torch datasets
     train_loader = make_loader(data.train, batch_size, num_workers, sampler=key_sampler)
+    data.preprocess.to(device)                          # once: its mean and std
     pixel_values, labels = data.preprocess(batch)       # a training batch, on its device
     eval_loader = make_loader(data.eval, recipe.eval.batch_size, num_workers)
     data.labels.num_labels, data.labels.id2label, data.labels.ignore_index   # for model, loss, metric
     data.processor.save_pretrained(output_dir)          # inference preprocessing, saved with the model
     print(data.skipped.summary())                       # under data.skip_invalid
 
-| module        | concern                                                                 |
-|---------------|-------------------------------------------------------------------------|
-| sources/      | files or a Hub dataset -> DatasetDict of lazily decoded image / label   |
-| labels.py     | LabelSpec: names, palette, ignore index, reduce_labels / id mapping once |
-| decode.py     | reading one stored image or mask, errors naming the file                |
-| processing.py | the SegformerImageProcessor (normalisation, eval resize)                |
-| transforms.py | mmseg training geometry on torchvision v2 in the worker, keyed by (seed, key) |
-| preprocess.py | the training batch on the device: photometric, normalisation, padding    |
-| build.py      | recipe -> SegmentationData (train / eval datasets, skip counter)        |
-| loaders.py    | collation and DataLoaders                                               |
-| check.py      | `python -m segtune.data check`: histogram and problems                  |
+| module                | concern                                                                |
+|-----------------------|------------------------------------------------------------------------|
+| sources/              | files or a Hub dataset -> DatasetDict of lazily decoded image / label  |
+| labels.py             | LabelSpec: names, palette, ignore index, reduce_labels / id mapping once |
+| decode.py             | reading one stored image or mask, errors naming the file               |
+| image_processor.py    | the SegformerImageProcessor (evaluation and inference preprocessing)   |
+| transforms.py         | mmseg training geometry on torchvision v2 in the worker, keyed by (seed, key) |
+| batch_preprocessor.py | the training batch on the device: photometric, normalisation, padding  |
+| build.py              | recipe -> SegmentationData (train / eval datasets, skip counter)       |
+| loaders.py            | collation and DataLoaders                                              |
+| carry.py              | a worker's DatasetError handed to the main process as data             |
+| preflight.py          | the check before the first step (`data.check`)                         |
+| check.py              | the dataset report of `segtune data check`: histogram and problems     |
 
-The names below are imported on first use, so `segtune.recipe` can read the source registry
-(`segtune.data.sources.SOURCES`) without loading torch.
+Only what a user of the library needs is exported here; the parts the loop assembles (datasets, collate
+functions, the batch preprocessor, transforms) are imported from their modules. The names are imported
+on first use (`segtune.lazy`), so that importing `segtune.data` loads no torch.
 """
+
+from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
 
+if TYPE_CHECKING:  # what IDEs and type checkers follow; at run time, `lazy_exports` imports on first use
+    from .build import SegmentationData, build_datasets
+    from .check import CheckReport, check_dataset
+    from .image_processor import build_image_processor
+    from .labels import LabelSpec
+    from .loaders import make_loader
+    from .sources import load_source
+    from .sources.base import Source
+
 _EXPORTS = {
-    "EvalDataset": ".build",
     "SegmentationData": ".build",
-    "SkipCounter": ".build",
-    "TrainDataset": ".build",
     "build_datasets": ".build",
-    "label_spec": ".build",
     "CheckReport": ".check",
     "check_dataset": ".check",
+    "build_image_processor": ".image_processor",
     "LabelSpec": ".labels",
-    "default_palette": ".labels",
-    "eval_collate": ".loaders",
     "make_loader": ".loaders",
-    "train_collate": ".loaders",
-    "TrainBatchPreprocessor": ".preprocess",
-    "build_image_processor": ".processing",
-    "Source": ".sources.base",
     "load_source": ".sources",
-    "TrainTransform": ".transforms",
-    "item_seed": ".transforms",
+    "Source": ".sources.base",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

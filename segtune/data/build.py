@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -24,12 +24,13 @@ from transformers import SegformerImageProcessor
 
 from ..errors import DatasetError
 from ..recipe import DataConfig, Recipe
+from .batch_preprocessor import TrainBatchPreprocessor
 from .decode import check_same_size, describe, read_image, read_mask
+from .image_processor import build_image_processor, eval_pixel_values
 from .labels import LabelSpec, resolve_id2label
 from .preflight import preflight
-from .preprocess import TrainBatchPreprocessor
-from .processing import build_image_processor, eval_pixel_values
 from .sources import IMAGE, LABEL, Source, load_source
+from .sources.base import undecoded
 from .transforms import TrainTransform
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,7 @@ class _SplitDataset(torch.utils.data.Dataset):
         skipped: SkipCounter | None = None,
     ) -> None:
         self.split, self.transform, self.skipped = split, transform, skipped
-        stored = samples.cast_column(IMAGE, datasets.Image(decode=False)).cast_column(
-            LABEL, datasets.Image(decode=False)
-        )
-        self.samples = stored.with_transform(_Decode(labels, self._encode_labels))
+        self.samples = undecoded(samples).with_transform(_Decode(labels, self._encode_labels))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -184,7 +182,8 @@ class EvalDataset(_SplitDataset):
 class SegmentationData:
     """Everything the loop needs from the data layer.
 
-    `preprocess` turns a training batch (on its device) into `(pixel_values, labels)` for the model.
+    `preprocess` turns a training batch (on its device) into `(pixel_values, labels)` for the model; move it
+    to the training device once, with `.to(device)`.
     """
 
     train: TrainDataset
@@ -193,7 +192,6 @@ class SegmentationData:
     processor: SegformerImageProcessor
     skipped: SkipCounter
     preprocess: TrainBatchPreprocessor
-    source: Source | None = field(default=None, repr=False)
 
 
 def build_datasets(recipe: Recipe) -> SegmentationData:
@@ -221,8 +219,7 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
         labels=labels,
         processor=processor,
         skipped=skipped,
-        preprocess=TrainBatchPreprocessor(processor.image_mean, processor.image_std, recipe.augment.photometric),
-        source=source,
+        preprocess=TrainBatchPreprocessor(processor.image_mean, processor.image_std),
     )
 
 
@@ -246,7 +243,10 @@ def label_spec(data: DataConfig, source: Source) -> LabelSpec:
 
 
 def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
-    """A seeded subset of `limit` samples spread over the split, in their original order."""
+    """A seeded subset of `limit` samples spread over the split, in their original order.
+
+    Not `split.shuffle(seed=seed).select(range(limit))`, which would also shuffle their order (see `seeded_split`).
+    """
     if limit is None or limit >= len(split):
         return split
     chosen = np.random.default_rng(seed).choice(len(split), size=limit, replace=False)

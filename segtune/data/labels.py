@@ -9,7 +9,7 @@ config) reads `num_labels`, `id2label` and `ignore_index` from the same object:
     spec = LabelSpec(id2label={0: "road", 1: "car"}, ignore_index=255)
     labels = spec.encode(np.array(Image.open("mask.png")), "mask.png")   # values in {0, 1, 255}
 
-The image processor never reduces labels (`do_reduce_labels=False`, see `processing.py`) and never sees
+The image processor never reduces labels (`do_reduce_labels=False`, see `image_processor.py`) and never sees
 a mask: a label that went through `map` is final. transformers' example script reduces twice when both
 its flag and the processor's are set; here there is no second place that could.
 """
@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import DatasetError, listing
 
 Color = tuple[int, int, int]
 
 # Raw masks are 8- or 16-bit images, so one lookup table over every 16-bit value maps any of them.
 _LUT_SIZE = 1 << 16
 _INVALID = -1
-_MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class LabelSpec:
     def __post_init__(self) -> None:
         ids = sorted(self.id2label)
         if ids != list(range(len(ids))) or not ids:
-            raise DatasetError(f"id2label: expected ids 0..N-1 with N >= 1, found {ids[:_MAX_LISTED]}")
+            raise DatasetError(f"id2label: expected ids 0..N-1 with N >= 1, found {listing(ids, inline=True)}")
         if 0 <= self.ignore_index < len(ids):
             raise DatasetError(
                 f"data.ignore_index {self.ignore_index} is a class id (0..{len(ids) - 1}); pick a value outside that range"
@@ -76,10 +75,6 @@ class LabelSpec:
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in self.id2label.items()}
 
     @property
     def mask_dtype(self) -> torch.dtype:
@@ -173,7 +168,7 @@ class LabelSpec:
             DatasetError: naming `where` and listing the values without a train id.
         """
         if raw.dtype == np.uint8:
-            self._check_bytes(raw, where)  # a 2048x1024 mask: ~1 ms, no histogram unless something is wrong
+            self._check_bytes(raw, where)  # a few vectorised passes, no histogram unless something is wrong
         else:
             self.count_raw(raw, where)
 
@@ -227,13 +222,12 @@ class LabelSpec:
         return histogram
 
     def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
-        listed = bad[:_MAX_LISTED].tolist()
-        more = f" (and {bad.size - _MAX_LISTED} more)" if bad.size > _MAX_LISTED else ""
+        listed = listing(bad.tolist(), inline=True)
         if self.label_map is None:
             what = f"are outside [0, {self.num_labels}) and not the ignore index {self.ignore_index}"
         else:
             what = "are out of range: the label map has no train id for them"
-        raise DatasetError(f"{where}: mask values {listed}{more} {what}; expected {self.valid_raw_values()}")
+        raise DatasetError(f"{where}: mask values {listed} {what}; expected {self.valid_raw_values()}")
 
 
 def _ranges(values: list[int]) -> str:
@@ -282,7 +276,9 @@ def read_id2label(path: str | Path) -> dict[int, str]:
     try:
         return {int(k): str(v) for k, v in content.items()}
     except ValueError:
-        raise DatasetError(f"{path}: expected integer class ids as keys, found {list(content)[:_MAX_LISTED]}") from None
+        raise DatasetError(
+            f"{path}: expected integer class ids as keys, found {listing(list(content), inline=True)}"
+        ) from None
 
 
 def resolve_id2label(

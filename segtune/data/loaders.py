@@ -10,50 +10,27 @@ both:
         for labels in batch["labels"]:   # iterating a (B, H, W) tensor or a list gives (H, W) tensors
             ...
 
-A DatasetError raised inside a worker would reach the main process wrapped in torch's worker traceback.
-The loaders carry its one-line message in the batch instead (`{"error": message}`), and the consumer
-raises it there (`preprocess.raise_carried_error`).
+A sample's DatasetError crosses from a worker as data, not as a wrapped traceback (`carry.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from ..errors import DatasetError
 from .build import EvalDataset
-from .preprocess import ERROR_KEY
+from .carry import CarryErrors, carried
 
 Batch = dict[str, Any]
 
 
-class CarryErrors(Dataset):
-    """`dataset`, with a DatasetError of an item returned as `{"error": message}` instead of raised."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: int) -> Any:
-        try:
-            return self.dataset[key]
-        except DatasetError as error:
-            return {ERROR_KEY: str(error)}
-
-
-def _carried(samples: list) -> Batch | None:
-    errors = [s[ERROR_KEY] for s in samples if isinstance(s, dict) and ERROR_KEY in s]
-    return {ERROR_KEY: errors[0]} if errors else None
-
-
 def train_collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
-    """{"image": uint8 (B, 3, h, w), "labels": (B, h, w), "photometric": (B, 5), "valid_size": (B, 2)}."""
-    return _carried(samples) or default_collate(samples)
+    """{"image": uint8 (B, 3, h, w), "labels": (B, h, w), "valid_size": (B, 2)}, and "photometric" (B, 5) when
+    the samples carry it."""
+    return carried(samples) or default_collate(samples)
 
 
 def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
@@ -64,9 +41,9 @@ def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
     `data.skip_invalid` (None) are left out, so a batch may be smaller than asked, or empty (every value
     an empty list).
     """
-    carried = _carried(samples)
-    if carried:
-        return carried
+    error = carried(samples)
+    if error:
+        return error
     kept = [s for s in samples if s is not None]
     batch: Batch = {}
     for key in ("pixel_values", "labels"):
@@ -81,29 +58,24 @@ def make_loader(
     batch_size: int,
     num_workers: int = 0,
     sampler: Sampler | Iterable[int] | None = None,
-    shuffle: bool = False,
     drop_last: bool = False,
-    collate_fn: Callable | None = None,
     generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A DataLoader with segtune's defaults.
+    """A DataLoader with segtune's defaults, in the order of `sampler` (default: the dataset's own order).
 
-    `collate_fn` defaults to `eval_collate` for an EvalDataset and `train_collate` otherwise. Workers
+    Batches are collated by `eval_collate` for an EvalDataset and `train_collate` otherwise. Workers
     persist across epochs (no re-fork per epoch); memory is pinned when CUDA is available. Training
     passes its own `sampler` of integer keys (epoch * len + index); augmentation depends on the key alone,
     so batches are identical for any `num_workers`. `generator` seeds the workers (default: the global RNG).
-    A sample's DatasetError comes back as `{"error": message}` (see `CarryErrors`).
+    A sample's DatasetError comes back as `{"error": message}` (see `carry.py`).
     """
-    if collate_fn is None:
-        collate_fn = eval_collate if isinstance(dataset, EvalDataset) else train_collate
     return DataLoader(
         CarryErrors(dataset),
         batch_size=batch_size,
         sampler=sampler,
-        shuffle=shuffle if sampler is None else False,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=collate_fn,
+        collate_fn=eval_collate if isinstance(dataset, EvalDataset) else train_collate,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         generator=generator,

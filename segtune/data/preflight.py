@@ -19,14 +19,13 @@ from collections.abc import Iterator, Mapping
 import datasets
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, listing
 from .decode import check_same_size, describe, image_size, read_image, read_mask
 from .labels import LabelSpec
 from .sources import IMAGE, LABEL
+from .sources.base import undecoded
 
 logger = logging.getLogger(__name__)
-
-_MAX_LISTED = 10
 
 
 def check_sample(row: dict, labels: LabelSpec, level: str = "full", decode_images: bool = False) -> np.ndarray | None:
@@ -59,8 +58,7 @@ def scan(
     split: datasets.Dataset, name: str, labels: LabelSpec, level: str = "full", decode_images: bool = False
 ) -> Iterator[tuple[np.ndarray | None, str | None]]:
     """(check_sample's result, None) or (None, "NAME sample I: problem") for each sample of a split, in order."""
-    stored = split.cast_column(IMAGE, datasets.Image(decode=False)).cast_column(LABEL, datasets.Image(decode=False))
-    for index, row in enumerate(stored):
+    for index, row in enumerate(undecoded(split)):
         try:
             yield check_sample(row, labels, level, decode_images), None
         except DatasetError as error:
@@ -82,9 +80,7 @@ def preflight(
     if not problems:
         return
     total = sum(len(split) for split in splits.values())
-    listed = "\n  ".join(problems[:_MAX_LISTED])
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    summary = f"{where}: data.check={level} found {len(problems)} problem(s) in {total} samples:\n  {listed}{more}"
+    summary = f"{where}: data.check={level} found {len(problems)} problem(s) in {total} samples:{listing(problems)}"
     if skip_invalid:
         logger.warning("%s\n(data.skip_invalid: these samples are skipped when read)", summary)
         return

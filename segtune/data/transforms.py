@@ -10,7 +10,7 @@ padding to `crop_size`. It draws the photometric parameters in mmseg's order and
 as a compact sample (`TrainTransform.__call__`): 3 + 1 bytes per pixel instead of float32 pixels and
 int64 labels (20 bytes), so the DataLoader's transport stops being the bottleneck on a GPU. The
 photometric distortion, normalisation and the zeroing of the padding in normalised space then run on
-the whole batch on the training device (`preprocess.TrainBatchPreprocessor`), as mmseg's data
+the whole batch on the training device (`batch_preprocessor.TrainBatchPreprocessor`), as mmseg's data
 preprocessor does.
 
 Image and mask go through the same v2 pipeline as `tv_tensors.Image` and `tv_tensors.Mask`, so geometry
@@ -55,8 +55,11 @@ def _image(flat_inputs: list) -> tv_tensors.Image:
     return next(i for i in flat_inputs if isinstance(i, tv_tensors.Image))
 
 
-class RandomResizeCrop(v2.Transform):
+class RandomRescaleCrop(v2.Transform):
     """mmseg's `RandomResize(scale, ratio_range, keep_ratio=True)` then `RandomCrop(crop_size, cat_max_ratio)`.
+
+    Not torchvision's `RandomResizedCrop` (a crop of random area and aspect ratio, resized to a fixed size):
+    here the aspect ratio is kept and the crop is at most `crop_size`.
 
     The image is rescaled to fit inside `scale * ratio` (long, short), ratio ~ U(ratio_range); a crop of
     at most `crop_size` (h, w) is drawn in the rescaled image, re-drawn up to 10 times while one class
@@ -158,7 +161,7 @@ def build_geometry(augment: AugmentConfig, labels: LabelSpec) -> v2.Compose:
     train ids (h, w)) with (h, w) at most `crop_size`."""
     return v2.Compose(
         [
-            RandomResizeCrop(
+            RandomRescaleCrop(
                 augment.scale, augment.ratio_range, augment.crop_size, augment.cat_max_ratio, labels.class_pixels
             ),
             v2.RandomHorizontalFlip(augment.flip_prob),
@@ -171,13 +174,10 @@ def draw_photometric(augment: AugmentConfig) -> torch.Tensor:
     """mmseg's PhotoMetricDistortion parameters for one sample, float32 (5,) in `PHOTOMETRIC_PARAMS` order.
 
     Drawn in mmseg's order (brightness, mode, contrast, saturation, hue), each step with probability 0.5;
-    a step not taken gets its identity value (0, 1, 1, 0), and all are identities when
-    `augment.photometric` is off. brightness: additive delta in [0, 1] units; contrast_first: 1 when
+    a step not taken gets its identity value (0, 1, 1, 0). brightness: additive delta in [0, 1] units; contrast_first: 1 when
     contrast comes before the colour steps; contrast and saturation: factors; hue: a fraction of the
     colour circle.
     """
-    if not augment.photometric:
-        return torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0])
     brightness = _uniform(-augment.brightness, augment.brightness) if _coin() else 0.0
     contrast_first = _coin()
     contrast = _uniform(*augment.contrast) if _coin() else 1.0
@@ -205,7 +205,8 @@ class TrainTransform:
         - "image": uint8 (3, *crop_size), padded with 0 at the bottom and right;
         - "labels": train ids (*crop_size) of `LabelSpec.mask_dtype` (uint8 for most datasets), padded
           with the ignore index;
-        - "photometric": float32 (5,), the parameters `draw_photometric` drew;
+        - "photometric": float32 (5,), the parameters `draw_photometric` drew; left out under
+          `augment.photometric: false`, which is how the batch preprocessor knows to skip the distortion;
         - "valid_size": int32 (2,), (h, w) of the image before padding, so the device can give the
           padding 0 in normalised space, as mmseg pads after normalising.
         """
@@ -213,12 +214,10 @@ class TrainTransform:
             # the CPU generator only: torch.manual_seed would also queue CUDA seeding (and trace a stack for it)
             torch.default_generator.manual_seed(item_seed(self.seed, key))
             image, mask = self.geometry(tv_tensors.Image(image), tv_tensors.Mask(mask))
-            photometric = draw_photometric(self.augment)
+            photometric = draw_photometric(self.augment) if self.augment.photometric else None
         valid_size = torch.tensor(image.shape[-2:], dtype=torch.int32)
         image, mask = self.pad(image, mask)
-        return {
-            "image": image.as_subclass(torch.Tensor),
-            "labels": mask.as_subclass(torch.Tensor),
-            "photometric": photometric,
-            "valid_size": valid_size,
-        }
+        sample = {"image": image.as_subclass(torch.Tensor), "labels": mask.as_subclass(torch.Tensor)}
+        if photometric is not None:
+            sample["photometric"] = photometric
+        return {**sample, "valid_size": valid_size}

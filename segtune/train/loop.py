@@ -119,6 +119,7 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     set_seed(recipe.train.seed, device_specific=True)
     with accelerator.main_process_first():
         data = build_datasets(recipe)
+    data.preprocess.to(accelerator.device)  # its mean and std, once
     model = build_model(recipe.model, data.labels.id2label, data.labels.ignore_index)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

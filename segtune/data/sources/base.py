@@ -9,12 +9,11 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ...errors import DatasetError
+from ...errors import DatasetError, listing
 from ..labels import Color
 
 IMAGE, LABEL = "image", "label"
 FEATURES = datasets.Features({IMAGE: datasets.Image(), LABEL: datasets.Image()})
-_MAX_LISTED = 10
 
 
 @dataclass
@@ -48,6 +47,14 @@ def paired_dataset(images: Sequence[str], masks: Sequence[str]) -> datasets.Data
     return datasets.Dataset.from_dict({IMAGE: list(images), LABEL: list(masks)}, features=FEATURES)
 
 
+def undecoded(split: datasets.Dataset) -> datasets.Dataset:
+    """`split` with its image and label columns (those it has) as stored: `{"path", "bytes"}`, never decoded."""
+    for column in (IMAGE, LABEL):
+        if column in split.column_names:
+            split = split.cast_column(column, datasets.Image(decode=False))
+    return split
+
+
 def files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     """Name without `suffix` -> path, for the files directly in `folder` whose name ends with one of `suffixes`
     (case-insensitive); hidden files are skipped. Empty when the folder is missing."""
@@ -73,11 +80,11 @@ def pair_by_stem(
     "images/training/{}.jpg", named in the problems ("image 'images/training/a.jpg' has no mask ...").
     """
     problems = [
-        f"image {_relative(images[s], root)} has no mask {mask_name.format(s)!r}"
+        f"image {relative(images[s], root)} has no mask {mask_name.format(s)!r}"
         for s in sorted(images.keys() - masks.keys())
     ]
     problems += [
-        f"mask {_relative(masks[s], root)} has no image {image_name.format(s)!r}"
+        f"mask {relative(masks[s], root)} has no image {image_name.format(s)!r}"
         for s in sorted(masks.keys() - images.keys())
     ]
     paired = sorted(images.keys() & masks.keys())
@@ -121,7 +128,8 @@ def paired_splits(
     return splits, skipped
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative(path: Path, root: Path) -> str:
+    """`path` relative to `root`, quoted, for messages; the whole path when it lies elsewhere."""
     return repr(path.relative_to(root).as_posix()) if path.is_relative_to(root) else repr(str(path))
 
 
@@ -136,10 +144,8 @@ def report_problems(problems: list[str], skip_invalid: bool, skipped: list[str],
     if skip_invalid:
         skipped.extend(problems)
         return
-    listed = "\n  ".join(problems[:_MAX_LISTED])
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
     raise DatasetError(
-        f"{what}: {len(problems)} problem(s):\n  {listed}{more}\n(set data.skip_invalid=true to skip such samples)"
+        f"{what}: {len(problems)} problem(s):{listing(problems)}\n(set data.skip_invalid=true to skip such samples)"
     )
 
 
@@ -150,7 +156,12 @@ def require_nonempty(split: datasets.Dataset, split_name: str, where: str) -> No
 
 
 def seeded_split(n: int, val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices (train, eval) of a seeded random split; at least one sample on each side when n >= 2."""
+    """Indices (train, eval) of a seeded random split; at least one sample on each side when n >= 2.
+
+    Not `datasets.Dataset.train_test_split`: that shuffles the order of both sides (here each keeps the files'
+    order, so logs and prediction grids name the same samples first whatever the seed), and its
+    `stratify_by_column` takes one class per row, where a segmentation image holds a set of classes.
+    """
     order = np.random.default_rng(seed).permutation(n)
     n_eval = min(max(1, round(n * val_ratio)), n - 1) if n >= 2 else 0
     return sorted(order[n_eval:].tolist()), sorted(order[:n_eval].tolist())

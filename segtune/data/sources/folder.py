@@ -29,7 +29,16 @@ import PIL.Image
 from ...errors import DatasetError
 from ...recipe import DataConfig
 from ..labels import Color, read_id2label
-from .base import LABEL, Source, paired_dataset, report_problems, require_nonempty, seeded_split
+from .base import (
+    LABEL,
+    Source,
+    paired_dataset,
+    relative,
+    report_problems,
+    require_nonempty,
+    seeded_split,
+    undecoded,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_SUFFIXES = {".png", ".bmp", ".tif", ".tiff"}
@@ -118,9 +127,13 @@ def _pair(images_dir: Path, masks_dir: Path, root: Path) -> tuple[list[str], lis
     masks = _files(masks_dir, MASK_SUFFIXES | _LOSSY)
     problems = []
     for name in sorted(images.keys() - masks.keys()):
-        problems.append(f"image {_rel(images[name][0], root)} has no mask named {name}.* in {_rel(masks_dir, root)}")
+        problems.append(
+            f"image {relative(images[name][0], root)} has no mask named {name}.* in {relative(masks_dir, root)}"
+        )
     for name in sorted(masks.keys() - images.keys()):
-        problems.append(f"mask {_rel(masks[name][0], root)} has no image named {name}.* in {_rel(images_dir, root)}")
+        problems.append(
+            f"mask {relative(masks[name][0], root)} has no image named {name}.* in {relative(images_dir, root)}"
+        )
     paired_images, paired_masks = [], []
     for name in sorted(images.keys() & masks.keys()):
         problem = _pair_problem(images[name], masks[name], root)
@@ -135,16 +148,10 @@ def _pair(images_dir: Path, masks_dir: Path, root: Path) -> tuple[list[str], lis
 def _pair_problem(images: list[Path], masks: list[Path], root: Path) -> str | None:
     for files, kind in ((images, "images"), (masks, "masks")):
         if len(files) > 1:
-            return f"{kind} {', '.join(_rel(f, root) for f in files)} share one name; keep one"
+            return f"{kind} {', '.join(relative(f, root) for f in files)} share one name; keep one"
     if masks[0].suffix.lower() in _LOSSY:
-        return (
-            f"mask {_rel(masks[0], root)} is lossy ({masks[0].suffix}): compression alters class ids; save masks as PNG"
-        )
+        return f"mask {relative(masks[0], root)} is lossy ({masks[0].suffix}): compression alters class ids; save masks as PNG"
     return None
-
-
-def _rel(path: Path, root: Path) -> str:
-    return repr(path.relative_to(root).as_posix()) if path.is_relative_to(root) else repr(str(path))
 
 
 def _split_flat(dataset: datasets.Dataset, data: DataConfig, seed: int, root: Path) -> dict[str, datasets.Dataset]:
@@ -160,7 +167,7 @@ def _mask_palette(split: datasets.Dataset) -> tuple[Color, ...] | None:
     """The colours of the first mask's palette, when masks are palette PNGs (index i = class i)."""
     if len(split) == 0:
         return None
-    first = split.select_columns([LABEL]).cast_column(LABEL, datasets.Image(decode=False))[0][LABEL]  # no decoding
+    first = undecoded(split.select_columns([LABEL]))[0][LABEL]
     try:
         with PIL.Image.open(first["path"]) as mask:
             palette = mask.getpalette() if mask.mode == "P" else None

@@ -3,14 +3,20 @@
 mmseg's `SegDataPreProcessor` idea: DataLoader workers hand over compact uint8 crops (`TrainTransform`),
 and the training device turns a whole batch into model inputs in a few batched kernels:
 
+    preprocess = TrainBatchPreprocessor(processor.image_mean, processor.image_std).to(device)   # once
     batch = next(loader)                           # on the device: image uint8 (B, 3, h, w), labels, params
     pixel_values, labels = preprocess(batch)       # float32 (B, 3, h, w) normalised, int64 (B, h, w)
+
+As mmseg's data preprocessor, it is an `nn.Module` whose mean and std are buffers: they move to the
+training device with `.to(device)` once, not on every call.
 
 Per sample, exactly mmseg's steps on [0, 1] values (mmseg works on [0, 255], the same up to the scale):
 brightness (add, clip), contrast (multiply, clip; before or after the colour steps), saturation (blend
 with the grey image, clip), hue (a turn of the colour circle, clip), then ImageNet normalisation, then
 the padding set to 0 (the mean colour), as mmseg pads after normalising. The parameters were drawn in
-the worker from the (seed, key) generator, so the result stays a pure function of (seed, key).
+the worker from the (seed, key) generator, so the result stays a pure function of (seed, key). Whether
+to distort at all is decided once, by the worker's transform: a batch without "photometric" parameters
+(`augment.photometric: false`) is only normalised.
 """
 
 from __future__ import annotations
@@ -20,34 +26,21 @@ from collections.abc import Sequence
 
 import torch
 import torchvision.transforms.v2.functional as F
+from torch import nn
 
-from ..errors import DatasetError
-from .transforms import PHOTOMETRIC_PARAMS
-
-# Set by a loader in place of a batch whose sample raised a DatasetError in a worker (see loaders.py).
-ERROR_KEY = "error"
+from .carry import raise_carried_error
 
 # RGB -> YIQ (NTSC). Turning the hue is rotating the (I, Q) chroma plane about the luma axis.
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
 _YIQ_INVERSE = torch.linalg.inv(_YIQ)
 
 
-def raise_carried_error(batch: dict) -> None:
-    """Raise, in the main process, the DatasetError a DataLoader worker carried in `batch` instead of raising.
-
-    Raises:
-        DatasetError: with the worker's one-line message (naming the file), when the batch carries one.
-    """
-    if ERROR_KEY in batch:
-        raise DatasetError(batch[ERROR_KEY])
-
-
 def hue_rotation(fractions: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) RGB matrices that turn the hue by `fractions` (B,) of the colour circle.
 
     A rotation of the YIQ chroma plane (as NVIDIA DALI's and MXNet's hue jitter): one 3x3 matrix per image,
-    ~25x faster than the HSV round trip of torchvision's `adjust_hue` (mmseg turns the hue in OpenCV's
-    HSV). Both keep grey pixels grey and turn colours the same way (red towards yellow for fraction > 0);
+    a fraction of the cost of torchvision's `adjust_hue` HSV round trip (measured in the README); mmseg turns
+    the hue in OpenCV's HSV. Both keep grey pixels grey and turn colours the same way (red towards yellow for fraction > 0);
     YIQ keeps luma where HSV keeps the largest channel.
     """
     angle = -2 * math.pi * fractions.double()  # negative angle in (I, Q) turns red towards yellow, as HSV does
@@ -101,23 +94,25 @@ def _maybe_any(flags: torch.Tensor) -> bool:
     return flags.device.type != "cpu" or bool(flags.any())
 
 
-class TrainBatchPreprocessor:
+class TrainBatchPreprocessor(nn.Module):
     """Compact training batches -> (pixel_values float32 (B, 3, h, w), labels int64 (B, h, w)) on their device."""
 
-    def __init__(self, image_mean: Sequence[float], image_std: Sequence[float], photometric: bool) -> None:
-        self.mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.photometric = photometric
+    mean: torch.Tensor
+    std: torch.Tensor
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raises DatasetError when a worker carried one in the batch (see `raise_carried_error`)."""
+    def __init__(self, image_mean: Sequence[float], image_std: Sequence[float]) -> None:
+        super().__init__()
+        # Not persistent: they come from the image processor, which is saved with the model already.
+        self.register_buffer("mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raises DatasetError when a worker carried one in the batch (see `carry.raise_carried_error`)."""
         raise_carried_error(batch)
-        image = batch["image"]
-        images = image.to(torch.float32).div_(255.0)
-        if self.photometric:
+        images = batch["image"].to(torch.float32).div_(255.0)
+        if "photometric" in batch:
             images = photometric_distortion(images, batch["photometric"])
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        images = images.sub_(mean).div_(std)
+        images = images.sub_(self.mean).div_(self.std)
         padding = _padding(batch["valid_size"], images.shape[-2:])
         if _maybe_any(padding):
             images = images.masked_fill_(padding, 0.0)
@@ -132,12 +127,4 @@ def _padding(valid_size: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return ~inside.unsqueeze(1)
 
 
-__all__ = [
-    "ERROR_KEY",
-    "PHOTOMETRIC_PARAMS",
-    "TrainBatchPreprocessor",
-    "hue_rotation",
-    "photometric_distortion",
-    "raise_carried_error",
-    "rotate_hue",
-]
+__all__ = ["TrainBatchPreprocessor", "hue_rotation", "photometric_distortion", "rotate_hue"]
