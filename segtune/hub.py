@@ -2,7 +2,7 @@
 
 What goes up: the safetensors weights, `config.json` (for `mix_transformer` models with `auto_map`
 and the remote-code files), the image processor, `recipe.yaml`, `metrics.json`, the per-class table,
-the prediction grid and a model card `README.md`. `format="segformer"` uploads a stock transformers
+the prediction grid and a model card `README.md`. `model_format="segformer"` uploads a stock transformers
 `SegformerForSemanticSegmentation` instead (`to_segformer()`): no remote code, and the Hub's
 inference widget works.
 
@@ -12,6 +12,7 @@ logs or writes it.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from transformers.utils import CONFIG_NAME
 
 from . import run_dir
 from .data.sources import SOURCES
@@ -29,8 +31,10 @@ from .errors import HubError
 from .metrics import per_class_table
 from .recipe import ARCHS, Recipe, recipe_from_dict
 
-MODEL_SUFFIXES = (".safetensors", ".json", ".py")
-MODEL_CONFIG = "config.json"
+# What a push uploads from a run directory: the model files at its top level and the run's results; never
+# checkpoints or tracker logs (in subfolders) or the record of a failed push.
+UPLOADED = ["*.safetensors", "*.json", "*.py", *run_dir.RESULT_FILES]
+NOT_UPLOADED = ["*/*", run_dir.PUSH_PENDING]
 NVIDIA_LICENSE_LINK = "https://github.com/NVlabs/SegFormer/blob/master/LICENSE"
 
 
@@ -40,7 +44,7 @@ def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
     Raises:
         HubError: the directory is not a finished segtune run (names the missing file).
     """
-    needed = [output_dir / name for name in (MODEL_CONFIG, run_dir.RECIPE, run_dir.METRICS)]
+    needed = [output_dir / name for name in (CONFIG_NAME, run_dir.RECIPE, run_dir.METRICS)]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise HubError(f"{output_dir}: not a finished segtune run; missing {missing} (train it to the end first)")
@@ -49,7 +53,7 @@ def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
     return (
         recipe,
         json.loads((output_dir / run_dir.METRICS).read_text()),
-        json.loads((output_dir / MODEL_CONFIG).read_text()),
+        json.loads((output_dir / CONFIG_NAME).read_text()),
     )
 
 
@@ -106,9 +110,9 @@ def _class_table(metrics: dict) -> str:
     return per_class_table(metrics, names, markdown=True)
 
 
-def card_text(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> str:
+def card_text(repo_id: str, recipe: Recipe, metrics: dict, model_format: str) -> str:
     """The model card body: results, per-class IoU, loading with and without segtune, licence."""
-    remote = format == "mix_transformer"
+    remote = model_format == "mix_transformer"
     load_kwargs = ", trust_remote_code=True" if remote else ""
     licence = (
         f"This model was fine-tuned from `{recipe.model.checkpoint}`, NVIDIA's SegFormer weights, which carry "
@@ -154,34 +158,28 @@ image, ground truth and prediction for validation samples.
 """
 
 
-def build_card(repo_id: str, recipe: Recipe, metrics: dict, format: str) -> ModelCard:
-    """A `huggingface_hub.ModelCard`: YAML metadata plus `card_text`."""
-    return ModelCard(
-        f"---\n{card_data(repo_id, recipe, metrics).to_yaml()}\n---\n\n{card_text(repo_id, recipe, metrics, format)}"
-    )
+def build_card(repo_id: str, recipe: Recipe, metrics: dict, model_format: str) -> ModelCard:
+    """A `huggingface_hub.ModelCard`: the `ModelCardData` metadata, then `card_text`.
+
+    Assembled as `ModelCard.from_template` assembles it, without its Jinja pass, which would read any `{{` in
+    the text (a class name, a recipe value) as template syntax.
+    """
+    metadata = card_data(repo_id, recipe, metrics).to_yaml()
+    return ModelCard(f"---\n{metadata}\n---\n\n{card_text(repo_id, recipe, metrics, model_format)}")
 
 
-def stage(output_dir: Path, staging: Path, format: str) -> None:
-    """Copy what gets uploaded into `staging` (never checkpoints or tracker logs)."""
-    if format == "segformer":
-        from .models.loading import load_for_inference
+def save_stock_model(output_dir: Path, folder: Path) -> None:
+    """Write the run's model as a stock `SegformerForSemanticSegmentation` into `folder`, with its image
+    processor and the run's result files."""
+    from .models.loading import load_for_inference
 
-        model, processor = load_for_inference(str(output_dir))
-        stock = model.to_segformer() if hasattr(model, "to_segformer") else model
-        stock.save_pretrained(staging)
-        processor.save_pretrained(staging)
-    else:
-        for path in output_dir.iterdir():
-            if (
-                path.is_file()
-                and path.suffix in MODEL_SUFFIXES
-                and path.name not in run_dir.RESULT_FILES
-                and path.name != run_dir.PUSH_PENDING
-            ):
-                shutil.copy2(path, staging / path.name)
+    model, processor = load_for_inference(str(output_dir))
+    stock = model.to_segformer() if hasattr(model, "to_segformer") else model
+    stock.save_pretrained(folder)
+    processor.save_pretrained(folder)
     for name in run_dir.RESULT_FILES:
         if (output_dir / name).is_file():
-            shutil.copy2(output_dir / name, staging / name)
+            shutil.copy2(output_dir / name, folder / name)
 
 
 def _check_login(api: HfApi) -> None:
@@ -204,7 +202,7 @@ def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> N
     if overwrite:
         return
     try:
-        existing = json.loads(Path(api.hf_hub_download(repo_id, MODEL_CONFIG)).read_text())
+        existing = json.loads(Path(api.hf_hub_download(repo_id, CONFIG_NAME)).read_text())
     except (RepositoryNotFoundError, EntryNotFoundError):
         return
     theirs = (existing.get("model_type"), existing.get("id2label"))
@@ -221,14 +219,15 @@ def push(
     repo_id: str | None = None,
     *,
     private: bool | None = None,
-    format: str | None = None,
+    model_format: str | None = None,
     overwrite: bool = False,
     commit_message: str | None = None,
 ) -> str:
     """Upload a finished run to `repo_id`; return the commit URL.
 
-    `repo_id`, `private` and `format` default to the run's `hub.*` recipe settings, or to a previous
-    failed push's. A failure keeps everything local, records the attempt, and raises.
+    `repo_id`, `private` and `model_format` (`hub.format`: mix_transformer or segformer) default to the run's
+    `hub.*` recipe settings, or to a previous failed push's. The model card is also saved in the run directory
+    (README.md). A failure keeps everything local, records the attempt, and raises.
 
     Raises:
         HubError: not a finished run, no token, an unrelated model in the repo, or the upload failed.
@@ -240,17 +239,17 @@ def push(
     repo_id = repo_id or pending.get("repo_id") or recipe.hub.repo_id
     if not repo_id:
         raise HubError(f"{output_dir}: no repo id: pass --repo-id user/name or set hub.repo_id in the recipe")
-    format = format or pending.get("format") or recipe.hub.format
-    if format not in ARCHS:
-        raise HubError(f"--format: expected one of {list(ARCHS)}, found {format!r}")
+    model_format = model_format or pending.get("format") or recipe.hub.format
+    if model_format not in ARCHS:
+        raise HubError(f"--format: expected one of {list(ARCHS)}, found {model_format!r}")
     private = recipe.hub.private if private is None else private
     api = HfApi()
     _check_login(api)
     _check_related(api, repo_id, config, overwrite)
     try:
-        url = _upload(api, output_dir, repo_id, recipe, metrics, format, private, commit_message)
+        url = _upload(api, output_dir, repo_id, recipe, metrics, model_format, private, commit_message)
     except Exception as error:  # HTTP errors, refused connections, timeouts: whatever stopped the upload
-        _record_pending(output_dir, repo_id, format, error)
+        _record_pending(output_dir, repo_id, model_format, error)
         raise HubError(
             f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
             f"{output_dir}: run `python -m segtune.push {output_dir}` to retry"
@@ -265,27 +264,31 @@ def _upload(
     repo_id: str,
     recipe: Recipe,
     metrics: dict,
-    format: str,
+    model_format: str,
     private: bool,
     commit_message: str | None,
 ) -> str:
     api.create_repo(repo_id, private=private, exist_ok=True)
-    card = build_card(repo_id, recipe, metrics, format)
-    with tempfile.TemporaryDirectory() as staging:
-        stage(output_dir, Path(staging), format)
-        card.save(Path(staging) / "README.md")
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=staging,
-            commit_message=commit_message or f"segtune: {recipe.name}, mIoU {metrics['mean_iou']:.4f}",
-        )
-    return commit.commit_url
+    # The card stays with the run (as transformers' Trainer keeps its README.md in the output directory).
+    build_card(repo_id, recipe, metrics, model_format).save(output_dir / run_dir.CARD)
+    upload = functools.partial(
+        api.upload_folder,
+        repo_id=repo_id,
+        allow_patterns=UPLOADED,
+        ignore_patterns=NOT_UPLOADED,
+        commit_message=commit_message or f"segtune: {recipe.name}, mIoU {metrics['mean_iou']:.4f}",
+    )
+    if model_format == "mix_transformer":
+        return upload(folder_path=output_dir).commit_url
+    with tempfile.TemporaryDirectory() as folder:  # the stock model is other files than the run's own
+        save_stock_model(output_dir, Path(folder))
+        return upload(folder_path=folder).commit_url
 
 
-def _record_pending(output_dir: Path, repo_id: str, format: str, error: Exception) -> None:
+def _record_pending(output_dir: Path, repo_id: str, model_format: str, error: Exception) -> None:
     record: dict[str, Any] = {
         "repo_id": repo_id,
-        "format": format,
+        "format": model_format,
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "error": type(error).__name__,
     }

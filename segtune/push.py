@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def push(args: argparse.Namespace) -> None:
     from .hub import push
 
-    url = push(args.output_dir, args.repo_id, private=args.private, format=args.format, overwrite=args.overwrite)
+    url = push(args.output_dir, args.repo_id, private=args.private, model_format=args.format, overwrite=args.overwrite)
     print(f"pushed: {url}")
 
 

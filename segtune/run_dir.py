@@ -8,6 +8,7 @@ OUTPUT/
   metrics.json                             the final evaluation, written last: marks a finished run
   per_class_iou.md                         the per-class IoU table
   predictions.png                          image | ground truth | prediction, for a few samples
+  README.md                                the model card of the last push
   runs/                                    tracker logs (TensorBoard, ...)
   checkpoints/step-00001000/               Accelerate's state, run_state.json and recipe.yaml
   .push_pending.json                       a failed push, to retry with `python -m segtune.push`
@@ -34,9 +35,10 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 RUN_STATE = "run_state.json"
 PUSH_PENDING = ".push_pending.json"
+CARD = "README.md"
 
 # What a run adds beside the model files; uploaded with it, removed by `--overwrite`.
-RESULT_FILES = (RECIPE, METRICS, TABLE, GRID)
+RESULT_FILES = (RECIPE, METRICS, TABLE, GRID, CARD)
 
 
 def is_finished(output_dir: Path) -> bool:

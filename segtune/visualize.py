@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as tvF
-from torchvision.utils import make_grid
+from torchvision.utils import draw_segmentation_masks, make_grid
 
 IGNORE_COLOUR = (0, 0, 0)
 ImageLike = torch.Tensor | np.ndarray | Image.Image
@@ -56,13 +56,14 @@ def overlay(
     alpha: float = 0.5,
     ignore_index: int = 255,
 ) -> torch.Tensor:
-    """Blend the coloured mask over an image (PIL, (H, W, 3) array or (3, H, W) uint8 tensor); ignored
-    pixels keep the image. Returns (3, H, W) uint8."""
+    """Blend the coloured mask over an image (PIL, (H, W, 3) array or (3, H, W) uint8 tensor) with torchvision's
+    `draw_segmentation_masks`, one mask per class present; ignored pixels keep the image. Returns (3, H, W) uint8."""
     image, mask = as_image_tensor(image), as_mask_tensor(mask)
-    coloured = colorize(mask, palette, ignore_index).float()
-    blended = image.float() * (1 - alpha) + coloured * alpha
-    keep = ((mask < 0) | (mask >= len(palette)) | (mask == ignore_index)).unsqueeze(0)
-    return torch.where(keep, image.float(), blended).round().clamp(0, 255).to(torch.uint8)
+    classes = [c for c in mask.unique().tolist() if 0 <= c < len(palette) and c != ignore_index]
+    if not classes:
+        return image
+    masks = mask.unsqueeze(0) == torch.tensor(classes, device=mask.device).view(-1, 1, 1)  # (N, H, W)
+    return draw_segmentation_masks(image, masks, alpha=alpha, colors=[tuple(palette[c]) for c in classes])
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

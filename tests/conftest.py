@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,7 +163,7 @@ def nvlabs_to_mmseg1(nvlabs_state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 # First lines of a script for a fresh interpreter in which `import segtune` fails, as on a machine
 # without segtune: only what a checkpoint carries (remote code) can be used.
-BLOCK_SEGTUNE = """
+_BLOCK_SEGTUNE = """
 import sys
 
 class BlockSegtune:
@@ -173,6 +178,23 @@ try:
 except ImportError:
     pass
 """
+
+
+def run_without_segtune(script: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run `script` (with `args` in sys.argv[1:]) in a fresh interpreter that cannot import segtune, in `cwd`,
+    with `env` added to the environment; fail the test, showing its stderr, if it fails."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | env
+    done = subprocess.run(
+        [sys.executable, "-c", _BLOCK_SEGTUNE + textwrap.dedent(script), *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
 
 # A run small enough for a test: 64 px synthetic scenes, batch 2, a few steps, no trackers.
 TINY_RUN = [

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,7 +23,7 @@ from segtune.hub import push
 from segtune.models.build import build_model
 from segtune.recipe import load_recipe
 from segtune.run_dir import PUSH_PENDING as PENDING_FILE
-from tests.conftest import BLOCK_SEGTUNE
+from tests.conftest import run_without_segtune
 
 REPO = "user/tiny-segformer"
 MODEL_FILES = {
@@ -101,8 +98,7 @@ def test_pulled_model_matches_the_local_one(hub_env, run_copy):
     assert found[0]["mask"].size == (80, 64)
 
 
-NO_SEGTUNE = BLOCK_SEGTUNE + textwrap.dedent(
-    """
+NO_SEGTUNE = """
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation, pipeline
@@ -116,22 +112,12 @@ NO_SEGTUNE = BLOCK_SEGTUNE + textwrap.dedent(
     pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.save({"logits": model(pixel_values=pixels).logits, "encoder": type(encoder).__name__}, sys.argv[2])
-    """
-)
+"""
 
 
 def test_pull_without_segtune_through_remote_code(hub_env, run_copy, tmp_path):
     push(run_copy, REPO)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run(
-        [sys.executable, "-c", NO_SEGTUNE, REPO, str(tmp_path / "out.pt")],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run_without_segtune(NO_SEGTUNE, REPO, str(tmp_path / "out.pt"), cwd=tmp_path)
     result = torch.load(tmp_path / "out.pt")
     assert result["encoder"] == "MixTransformerModel"
     local = AutoModelForSemanticSegmentation.from_pretrained(run_copy)
@@ -139,7 +125,7 @@ def test_pull_without_segtune_through_remote_code(hub_env, run_copy, tmp_path):
 
 
 def test_segformer_format_loads_with_plain_transformers(hub_env, run_copy):
-    push(run_copy, REPO, format="segformer")
+    push(run_copy, REPO, model_format="segformer")
     stored = set(hub_env.resolve(hub_env.repo(REPO), "main").files)
     assert not any(name.endswith(".py") for name in stored)
     stock = SegformerForSemanticSegmentation.from_pretrained(REPO)

@@ -119,3 +119,17 @@ def test_segment_finds_a_loaded_models_image_processor_or_says_it_needs_one(fini
         segtune.segment(built, images[:1])
     with pytest.raises(TypeError, match="window"):
         segtune.segment(str(finished_run), images[:1], window=3)  # not an eval setting
+
+
+def test_overlay_blends_each_class_colour_and_keeps_ignored_pixels():
+    from segtune.visualize import overlay
+
+    image = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[0, 1, 2, 255, 7]] * 4)  # 255: ignored; 7: outside the palette
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    out = overlay(image, mask, palette, alpha=0.5)
+    for column, colour in enumerate(palette):
+        expected = image[:, :, column].float() * 0.5 + torch.tensor(colour).view(3, 1) * 0.5
+        assert torch.equal(out[:, :, column], expected.to(torch.uint8))
+    assert torch.equal(out[:, :, 3:], image[:, :, 3:])
+    assert torch.equal(overlay(image, torch.full((4, 5), 255), palette), image)

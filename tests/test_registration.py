@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import torch
 from transformers import (
@@ -25,13 +22,12 @@ from segtune import (
     MixTransformerForSemanticSegmentation,
     MixTransformerModel,
 )
-from tests.conftest import BLOCK_SEGTUNE, tiny_config
+from tests.conftest import run_without_segtune, tiny_config
 
 REMOTE_CODE_FILES = {"configuration_mix_transformer.py", "modeling_mix_transformer.py", "convert_mix_transformer.py"}
 
 # Runs in a fresh interpreter where `import segtune` fails: only the files saved with the checkpoint exist.
-NO_SEGTUNE = BLOCK_SEGTUNE + textwrap.dedent(
-    """
+NO_SEGTUNE = """
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 
@@ -48,8 +44,7 @@ NO_SEGTUNE = BLOCK_SEGTUNE + textwrap.dedent(
             "last_hidden_state": encoder(pixels).last_hidden_state,
         }
     torch.save(result, out_path)
-    """
-)
+"""
 
 
 def test_import_registers_every_auto_class():
@@ -87,16 +82,8 @@ def test_checkpoint_loads_through_remote_code_without_segtune(tmp_path):
     model.save_pretrained(checkpoint)
     pixels = torch.randn(1, 3, 64, 80)
     torch.save(pixels, tmp_path / "pixels.pt")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    subprocess.run(
-        [sys.executable, "-c", NO_SEGTUNE, str(checkpoint), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    outputs = (str(checkpoint), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt"))
+    run_without_segtune(NO_SEGTUNE, *outputs, cwd=tmp_path, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
     result = torch.load(tmp_path / "out.pt")
     assert result["classes"] == ["MixTransformerConfig", "MixTransformerForSemanticSegmentation", "MixTransformerModel"]
     assert result["module"].startswith("transformers_modules.")

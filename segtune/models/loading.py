@@ -5,18 +5,17 @@ from __future__ import annotations
 import os
 
 from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, PreTrainedModel, SegformerImageProcessor
+from transformers.utils import CONFIG_NAME
 
 from . import auto  # noqa: F401  (MixTransformer checkpoints load through the Auto classes)
 from .mix_transformer import CheckpointError
 
-REQUIRED_FILES = ("config.json",)
-
 
 def _check_directory(path: str) -> None:
-    missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(path, name))]
     weights = [n for n in os.listdir(path) if n.endswith((".safetensors", ".bin"))]
-    if missing or not weights:
+    if not os.path.isfile(os.path.join(path, CONFIG_NAME)) or not weights:
         found = sorted(os.listdir(path))
         raise CheckpointError(
             f"{path}: not a model checkpoint; expected config.json and weights (*.safetensors), found {found}"
@@ -33,8 +32,13 @@ def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, Segfor
     """
     if os.path.isdir(model_id):
         _check_directory(model_id)
-    elif model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
-        raise CheckpointError(f"{model_id}: no such local directory (nor a Hub repo id of the form user/name)")
+    else:
+        try:
+            validate_repo_id(model_id)  # a path that is not there is no Hub id either: do not ask the Hub
+        except HFValidationError:
+            raise CheckpointError(
+                f"{model_id}: no such local directory (nor a Hub repo id of the form user/name)"
+            ) from None
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(model_id, **kwargs).eval()
     except (RepositoryNotFoundError, HFValidationError) as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import get_polynomial_decay_schedule_with_warmup
+from transformers.trainer_pt_utils import get_parameter_names
 
 from ..recipe import OptimConfig
 
@@ -17,14 +18,9 @@ _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
 def _no_decay_names(model: nn.Module) -> set[str]:
-    """Parameters of norm layers, and every bias."""
-    names = set()
-    for module_name, module in model.named_modules():
-        for param_name, _ in module.named_parameters(recurse=False):
-            full = f"{module_name}.{param_name}" if module_name else param_name
-            if isinstance(module, _NORMS) or param_name == "bias":
-                names.add(full)
-    return names
+    """Parameters of norm layers, and every bias (the Trainer's rule, with BatchNorm and GroupNorm as norms too)."""
+    decayed = {name for name in get_parameter_names(model, _NORMS) if not name.endswith("bias")}
+    return {name for name, _ in model.named_parameters()} - decayed
 
 
 def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:

@@ -14,10 +14,10 @@ logger = logging.getLogger(__name__)
 def tune_cpu(num_processes: int) -> None:
     """Fast CPU training: no denormal floats, and a lone process gets the machine's cores.
 
-    Denormal floats (small gradients, Adam moments) slow x86 CPU kernels by 10-40x (measured here).
-    Without `--cpu`, `accelerate launch` exports OMP_NUM_THREADS=1 (right for one process per GPU); on a
-    machine without a GPU that leaves one process on one core, 1.35x slower for the demo on 2 cores.
-    `accelerate launch --cpu` would use the physical cores: do the same.
+    Denormal floats (small gradients, Adam moments) slow x86 CPU kernels many times over. Without `--cpu`,
+    `accelerate launch` exports OMP_NUM_THREADS=1 (right for one process per GPU); on a machine without a
+    GPU that leaves one process on one core. `accelerate launch --cpu` would use the physical cores: do the
+    same.
     """
     torch.set_flush_denormal(True)
     launched_by_accelerate = "ACCELERATE_USE_CPU" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ

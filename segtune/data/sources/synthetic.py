@@ -9,7 +9,7 @@ the background, so a per-pixel colour lookup does poorly, and hue neighbours alw
 Measured at 128 px, 6 classes (512 train / 64 eval scenes):
 - best per-pixel colour lookup (16^3 RGB bins, fitted on train): 0.48 mIoU;
 - segtune's B0 from random init, batch 8, AdamW 1e-3, warmup 100 then linear decay, random resize
-  0.75-1.5, no photometric distortion: 0.77 mIoU after 800 steps, 0.80 after 1200 (~170 s on 2 CPU cores).
+  0.75-1.5, no photometric distortion: 0.77 mIoU after 800 steps, 0.80 after 1200 (the README gives the demo's time).
 
 Scenes are a pure function of (seed, split, index) and are written once, as PNG, into the `datasets`
 cache through `Dataset.from_generator`; later runs with the same settings reuse the cached files.
