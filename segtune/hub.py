@@ -24,10 +24,9 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from . import run_dir
-from .data.sources import SOURCES
 from .errors import HubError
 from .metrics import per_class_table
-from .recipe import ARCHS, Recipe, recipe_from_dict
+from .recipe import ARCHS, DATA_SOURCES, Recipe, recipe_from_dict
 
 MODEL_SUFFIXES = (".safetensors", ".json", ".py")
 MODEL_CONFIG = "config.json"
@@ -60,7 +59,7 @@ _CARD_DATASETS = {"ade20k": "scene_parse_150", "cityscapes": "cityscapes", "coco
 def _dataset_id(recipe: Recipe) -> str | None:
     """The dataset's Hub id for the card: the Hub dataset trained on, else the usual id of a paper dataset."""
     data = recipe.data
-    local = data.path is None or Path(data.path).exists() or data.path == SOURCES[data.source].default_path
+    local = data.path is None or Path(data.path).exists() or data.path == DATA_SOURCES[data.source].default_path
     if data.source == "hub" or (data.source == "ade20k" and not local):  # ADE20K may be a Parquet copy on the Hub
         return data.path
     return _CARD_DATASETS.get(data.source)

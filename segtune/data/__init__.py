@@ -22,8 +22,8 @@
 | loaders.py    | collation and DataLoaders                                               |
 | check.py      | `python -m segtune.data check`: histogram and problems                  |
 
-The names below are imported on first use, so `segtune.recipe` can read the source registry
-(`segtune.data.sources.SOURCES`) without loading torch.
+The names below are imported on first use, so that importing the source registry
+(`segtune.data.sources.SOURCES`) does not load torch.
 """
 
 from ..lazy import lazy_exports

@@ -9,9 +9,11 @@
 | ade20k      | the official ADEChallengeData2016 folder (or a Parquet copy)       | ade20k.py     |
 | coco_stuff  | COCO-Stuff-164k: images/ + stuffthingmaps or *_labelTrainIds masks | coco_stuff.py |
 
-`SOURCES` is the one list of sources: recipe validation reads its keys, `load_source` dispatches through
-it. This module imports nothing heavy (no datasets, torch, numpy, PIL), so that validating a recipe stays
-cheap; a source's module is imported when the source is used.
+`SOURCES` maps each `data.source` to its loader; the names, and which sources need a `data.path` and
+read a default one, are the recipe's (`segtune.recipe.DATA_SOURCES`), and the layering tests keep the two
+lists equal. `load_source` dispatches through it and is the one place a default path is applied. This
+module imports nothing heavy (no datasets, torch, numpy, PIL); a source's module is imported when the
+source is used.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...lazy import lazy_exports
+from ...recipe import DATA_SOURCES
 
 if TYPE_CHECKING:
     from ...recipe import Recipe
@@ -33,41 +36,38 @@ class SourceEntry:
     """How one `data.source` is loaded.
 
     Attributes:
-        loader: "module:function" in segtune.data.sources; the function takes `(data: DataConfig, seed: int)`
-            and returns a Source.
-        needs_path: the source reads `data.path`.
-        default_path: the path used when `data.path` is not set (None: the recipe must give one).
+        loader: "module:function" in segtune.data.sources; the function takes `(data: DataConfig, seed: int)`,
+            `data.path` already set (to the source's default path when the recipe gives none), and returns
+            a Source.
     """
 
     loader: str
-    needs_path: bool
-    default_path: str | None = None
 
 
 SOURCES: dict[str, SourceEntry] = {
-    "synthetic": SourceEntry("synthetic:load_synthetic", needs_path=False),
-    "folder": SourceEntry("folder:load_folder", needs_path=True),
-    "cityscapes": SourceEntry("cityscapes:load_cityscapes", needs_path=True),
-    "hub": SourceEntry("hub:load_hub", needs_path=True),
-    "ade20k": SourceEntry("ade20k:load_ade20k", needs_path=True, default_path="data/ADEChallengeData2016"),
-    "coco_stuff": SourceEntry("coco_stuff:load_coco_stuff", needs_path=True, default_path="data/coco_stuff164k"),
+    "synthetic": SourceEntry("synthetic:load_synthetic"),
+    "folder": SourceEntry("folder:load_folder"),
+    "cityscapes": SourceEntry("cityscapes:load_cityscapes"),
+    "hub": SourceEntry("hub:load_hub"),
+    "ade20k": SourceEntry("ade20k:load_ade20k"),
+    "coco_stuff": SourceEntry("coco_stuff:load_coco_stuff"),
 }
 
 
 def load_source(recipe: Recipe) -> Source:
     """The samples `recipe.data` points to, before any label mapping or transform.
 
-    `data.path` falls back to the source's default path.
+    `data.path` falls back to the source's default path (`segtune.recipe.DATA_SOURCES`).
 
     Raises:
         KeyError: `data.source` is not in SOURCES (a validated recipe never has one).
         DatasetError: whatever the source finds wrong (missing folder, split, column, unpaired files...).
     """
-    entry = SOURCES[recipe.data.source]
     data = recipe.data
-    if data.path is None and entry.default_path is not None:
-        data = dataclasses.replace(data, path=entry.default_path)
-    return _loader(entry)(data, recipe.train.seed)
+    default_path = DATA_SOURCES[data.source].default_path
+    if data.path is None and default_path is not None:
+        data = dataclasses.replace(data, path=default_path)
+    return _loader(SOURCES[data.source])(data, recipe.train.seed)
 
 
 def _loader(entry: SourceEntry) -> Any:
