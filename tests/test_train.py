@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import segtune.train.loop as loop
-from segtune.errors import TrainingError
+from segtune.errors import RecipeError, TrainingError
 from segtune.evaluation import evaluate_checkpoint
 from segtune.finetune import main as finetune_main
 from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
@@ -193,6 +193,14 @@ def test_command_line_errors_are_clear(capsys):
     assert "recipe 'nope.yaml' not found" in capsys.readouterr().err
     assert finetune_main(["--recipe", "demo.yaml", "--set", "optim.lr=-1"]) == 1
     assert "optim.lr: expected positive, found -1.0" in capsys.readouterr().err
+
+
+def test_a_recipe_edited_in_python_is_validated_before_training(tmp_path):
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe.model.variant = "mit-b9"
+    with pytest.raises(RecipeError, match=r"model.variant: expected one of \['mit-b0', .*'mit-b5'\], found 'mit-b9'"):
+        train(recipe)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):

@@ -16,6 +16,8 @@ import yaml
 
 ARCHS = ("mix_transformer", "segformer")  # model.arch, and the formats a run is pushed in (hub.format)
 INITS = ("pretrained", "random")  # model.init
+# model.variant: the names of MixTransformerConfig's table (tests/test_recipe.py keeps them equal)
+MIT_VARIANTS = ("mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5")
 PRECISIONS = ("no", "bf16", "fp16")
 EVAL_MODES = ("whole", "slide")
 COMPILE_MODES = (True, False, "auto")
@@ -52,7 +54,7 @@ class ModelConfig:
     """Which network, and where its initial weights come from."""
 
     arch: str = "mix_transformer"  # "mix_transformer" (segtune) or "segformer" (transformers)
-    variant: str = "mit-b0"  # mit-b0 .. mit-b5 (MixTransformerConfig's table; checked when the model is built)
+    variant: str = "mit-b0"  # one of MIT_VARIANTS
     init: str = "pretrained"  # "pretrained" (from init_from) or "random"
     init_from: str | None = None  # Hub id or local path; None means nvidia/<variant>
     drop_path_rate: float = 0.1

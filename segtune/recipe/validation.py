@@ -1,7 +1,7 @@
 """Every check of a recipe: `validate` refuses what cannot run.
 
-Validation reads only the schema (choices, data sources), so a recipe is checked before torch, the model
-code or any data is imported.
+Validation reads only the schema (choices, MiT variants, data sources), so a recipe is checked before
+torch, the model code or any data is imported.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .schema import (
     DATA_SOURCES,
     EVAL_MODES,
     INITS,
+    MIT_VARIANTS,
     PRECISIONS,
     TRACKERS,
     Recipe,
@@ -46,8 +47,11 @@ def _positive(key: str, value: float | tuple | None, allow_zero: bool = False) -
 
 def _check_model(r: Recipe) -> list[str]:
     m = r.model
+    # Any case, as MixTransformerConfig.from_variant reads it ("MiT-B2").
+    variant = [] if m.variant.lower() in MIT_VARIANTS else _choice("model.variant", m.variant, MIT_VARIANTS)
     return (
         _choice("model.arch", m.arch, ARCHS)
+        + variant
         + _choice("model.init", m.init, INITS)
         + _positive("model.drop_path_rate", m.drop_path_rate, allow_zero=True)
     )

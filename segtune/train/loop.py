@@ -24,8 +24,8 @@ from ..compat import reset_accelerate_state, set_accumulation_counter
 from ..data import SegmentationData, build_datasets, make_loader
 from ..errors import TrainingError
 from ..evaluation import evaluate
-from ..models.build import build_model, check_model_config
-from ..recipe import Recipe
+from ..models.build import build_model
+from ..recipe import Recipe, validate
 from .checkpoints import (
     RunState,
     check_same_recipe,
@@ -262,10 +262,11 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
     Raises:
         TrainingError: output directory conflicts, resume problems, a non-finite loss, or an
             interruption (after saving a resumable checkpoint).
-        RecipeError: the model section does not name a known variant.
+        RecipeError: the recipe is invalid (a loaded recipe edited in Python, say).
+        DatasetError, CheckpointError: the data or the initial weights cannot be read.
         Any other exception: unchanged, after saving a resumable checkpoint.
     """
-    check_model_config(recipe.model)
+    validate(recipe)
     check_output_dir(recipe.output_dir, resume, overwrite)
     accelerator = make_accelerator(recipe)
     if accelerator.device.type == "cpu":
