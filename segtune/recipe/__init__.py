@@ -6,7 +6,7 @@
 |---------------|---------------------------------------------------------------------------------|
 | schema.py     | the dataclasses and their defaults (the paper's), the choices, the data sources |
 | loading.py    | finding and reading YAML, `--set` overrides, type coercion, unknown-key hints   |
-| validation.py | every check: `validate` refuses what cannot run                                 |
+| validation.py | every check: `validate` refuses what cannot run, `recipe_warnings` warns        |
 
 Everything is validated before any work starts. The package imports nothing heavy (no torch, numpy or
 datasets) and nothing from `segtune.data` or `segtune.models`: the command lines check a recipe first.
@@ -37,7 +37,7 @@ from .schema import (
     TrainConfig,
     all_keys,
 )
-from .validation import validate
+from .validation import recipe_warnings, validate
 
 __all__ = [
     "ARCHS",
@@ -68,6 +68,7 @@ __all__ = [
     "find_recipe",
     "load_recipe",
     "recipe_from_dict",
+    "recipe_warnings",
     "set_value",
     "validate",
 ]

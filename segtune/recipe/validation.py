@@ -1,4 +1,5 @@
-"""Every check of a recipe: `validate` refuses what cannot run.
+"""Every check of a recipe: `validate` refuses what cannot run, `recipe_warnings` names what runs but is
+probably not meant.
 
 Validation reads only the schema (choices, MiT variants, data sources), so a recipe is checked before
 torch, the model code or any data is imported.
@@ -32,6 +33,30 @@ def validate(recipe: Recipe) -> None:
     problems = [p for check in _CHECKS for p in check(recipe)]
     if problems:
         raise RecipeError("invalid recipe:\n  " + "\n  ".join(problems))
+
+
+def recipe_warnings(recipe: Recipe, num_processes: int) -> list[str]:
+    """What a valid recipe probably does not mean, for a run on `num_processes` processes.
+
+    Returns:
+        One message per finding: an effective batch other than the one the learning rate was set for, and
+        a warmup that never ends (a short trial of a long recipe, `--set train.max_steps=100`).
+    """
+    t, o = recipe.train, recipe.optim
+    warnings = []
+    effective = num_processes * t.per_device_batch_size * t.gradient_accumulation_steps
+    if effective != t.reference_batch_size:
+        warnings.append(
+            f"effective batch {effective} ({num_processes} processes x {t.per_device_batch_size} per device x "
+            f"{t.gradient_accumulation_steps} accumulation) differs from the recipe's reference batch "
+            f"{t.reference_batch_size}; the recipe's learning rate was set for {t.reference_batch_size}"
+        )
+    if o.warmup_steps >= t.max_steps:
+        warnings.append(
+            f"optim.warmup_steps={o.warmup_steps} >= train.max_steps={t.max_steps}: "
+            "the learning rate only warms up in this run"
+        )
+    return warnings
 
 
 def _choice(key: str, value: Any, choices: tuple) -> list[str]:

@@ -25,7 +25,7 @@ from ..data import SegmentationData, build_datasets, make_loader
 from ..errors import TrainingError
 from ..evaluation import evaluate
 from ..models.build import build_model
-from ..recipe import Recipe, validate
+from ..recipe import Recipe, recipe_warnings, validate
 from .checkpoints import (
     RunState,
     check_same_recipe,
@@ -271,11 +271,13 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
     accelerator = make_accelerator(recipe)
     if accelerator.device.type == "cpu":
         tune_cpu(accelerator.num_processes)
-    check_batch_size(recipe, accelerator.num_processes)
-    check_schedule(recipe)
     run = prepare_run(recipe, accelerator)
     if resume:
         restore(run, resume)
+    # Warned only once the checks that can refuse the run (output directory, data, model, resume) have
+    # passed: no warning comes before the error that stops a run.
+    for warning in recipe_warnings(recipe, accelerator.num_processes):
+        logger.warning(warning)
     if accelerator.is_main_process:
         recipe.output_dir.mkdir(parents=True, exist_ok=True)
         recipe.save(recipe.output_dir / run_dir.RECIPE)
@@ -300,27 +302,6 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
 
         accelerator.print(f"pushed: {push(recipe.output_dir)}")
     return results
-
-
-def check_batch_size(recipe: Recipe, num_processes: int) -> None:
-    """Warn when the effective batch differs from the batch the recipe's learning rate was set for."""
-    t = recipe.train
-    effective = num_processes * t.per_device_batch_size * t.gradient_accumulation_steps
-    if effective != t.reference_batch_size:
-        logger.warning(
-            f"effective batch {effective} ({num_processes} processes x {t.per_device_batch_size} per device x "
-            f"{t.gradient_accumulation_steps} accumulation) differs from the recipe's reference batch "
-            f"{t.reference_batch_size}; the recipe's learning rate was set for {t.reference_batch_size}"
-        )
-
-
-def check_schedule(recipe: Recipe) -> None:
-    """Warn when warmup never ends: a short trial run of a long recipe (`--set train.max_steps=100`)."""
-    if recipe.optim.warmup_steps >= recipe.train.max_steps:
-        logger.warning(
-            f"optim.warmup_steps={recipe.optim.warmup_steps} >= train.max_steps={recipe.train.max_steps}: "
-            "the learning rate only warms up in this run"
-        )
 
 
 def _tracker_config(recipe: Recipe) -> dict:
