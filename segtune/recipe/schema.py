@@ -137,7 +137,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     max_grad_norm: float | None = None
     # torch.compile the model for training. auto: on for CUDA runs of at least COMPILE_MIN_STEPS steps,
-    # off on CPU and MPS and for short runs, where compiling (~80 s for B0) would cost more than it saves.
+    # off on CPU and MPS and for short runs, where the time spent compiling would exceed the time it saves.
     compile: bool | str = "auto"
 
 

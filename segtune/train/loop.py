@@ -45,8 +45,8 @@ from .tracking import LossMeter, TrainLog
 
 logger = logging.getLogger(__name__)
 
-# train.compile=auto compiles CUDA runs of at least this many steps: compiling B0 takes ~80 s and saves
-# ~12 ms a step on an H200 (45 -> 33 ms), so shorter runs would lose time.
+# train.compile=auto compiles CUDA runs of at least this many steps: compiling costs a fixed time up front
+# and saves a little on every step, so shorter runs would lose time (the README has the measurements).
 COMPILE_MIN_STEPS = 5_000
 
 
