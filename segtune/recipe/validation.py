@@ -72,14 +72,11 @@ def _positive(key: str, value: float | tuple | None, allow_zero: bool = False) -
 
 def _check_model(r: Recipe) -> list[str]:
     m = r.model
-    # Any case, as MixTransformerConfig.from_variant reads it ("MiT-B2").
-    variant = [] if m.variant.lower() in MIT_VARIANTS else _choice("model.variant", m.variant, MIT_VARIANTS)
-    return (
-        _choice("model.arch", m.arch, ARCHS)
-        + variant
-        + _choice("model.init", m.init, INITS)
-        + _positive("model.drop_path_rate", m.drop_path_rate, allow_zero=True)
-    )
+    problems = _choice("model.arch", m.arch, ARCHS)
+    if m.variant.lower() not in MIT_VARIANTS:  # any case, as MixTransformerConfig.from_variant reads it
+        problems += _choice("model.variant", m.variant, MIT_VARIANTS)
+    problems += _choice("model.init", m.init, INITS)
+    return problems + _positive("model.drop_path_rate", m.drop_path_rate, allow_zero=True)
 
 
 def _check_data(r: Recipe) -> list[str]:
