@@ -26,10 +26,9 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 from transformers.utils import CONFIG_NAME
 
 from . import run_dir
-from .data.sources import SOURCES
 from .errors import HubError
 from .metrics import per_class_table
-from .recipe import ARCHS, Recipe, recipe_from_dict
+from .recipe import ARCHS, DATA_SOURCES, Recipe, recipe_from_dict
 
 # What a push uploads from a run directory: the model files at its top level and the run's results; never
 # checkpoints or tracker logs (in subfolders) or the record of a failed push.
@@ -64,7 +63,7 @@ _CARD_DATASETS = {"ade20k": "scene_parse_150", "cityscapes": "cityscapes", "coco
 def _dataset_id(recipe: Recipe) -> str | None:
     """The dataset's Hub id for the card: the Hub dataset trained on, else the usual id of a paper dataset."""
     data = recipe.data
-    local = data.path is None or Path(data.path).exists() or data.path == SOURCES[data.source].default_path
+    local = data.path is None or Path(data.path).exists() or data.path == DATA_SOURCES[data.source].default_path
     if data.source == "hub" or (data.source == "ade20k" and not local):  # ADE20K may be a Parquet copy on the Hub
         return data.path
     return _CARD_DATASETS.get(data.source)

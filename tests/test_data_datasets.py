@@ -85,8 +85,8 @@ def test_recipe_file_with_check_off_round_trips(tmp_path):
 
 
 def test_every_loader_takes_data_and_seed():
-    for name, entry in sources.SOURCES.items():
-        module, function = entry.loader.split(":")
+    for name, loader in sources.SOURCES.items():
+        module, function = loader.split(":")
         loader = getattr(__import__(f"segtune.data.sources.{module}", fromlist=[function]), function)
         assert list(loader.__code__.co_varnames[:2]) == ["data", "seed"], name
 

@@ -15,11 +15,16 @@ import segtune
 PACKAGE = Path(segtune.__file__).parent
 
 
-def _imported_after(statement: str) -> set[str]:
-    """The top-level packages a fresh interpreter has loaded after running `statement`."""
-    code = f"{statement}; import sys; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+def _modules_after(statement: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `statement`."""
+    code = f"{statement}; import sys; print(' '.join(sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(done.stdout.split())
+
+
+def _imported_after(statement: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after running `statement`."""
+    return {m.split(".")[0] for m in _modules_after(statement)}
 
 
 @pytest.mark.parametrize("statement", ["import segtune.recipe", "import segtune.errors", "import segtune"])
@@ -117,12 +122,39 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def _modules_of(graph: dict[str, set[str]], name: str) -> list[str]:
+    """`name` and, for a package, every module in it."""
+    return [m for m in graph if m == name or m.startswith(f"{name}.")]
+
+
 def test_lower_layers_import_nothing_above_them():
     graph = import_graph()
     for low in ("segtune.errors", "segtune.recipe", "segtune.run_dir", "segtune.lazy"):
-        above = {m for m in graph[low] if m.startswith(("segtune.train", "segtune.models", "segtune.evaluation"))}
-        assert not above, (low, above)
+        for module in _modules_of(graph, low):
+            above = {
+                m for m in graph[module] if m.startswith(("segtune.train", "segtune.models", "segtune.evaluation"))
+            }
+            assert not above, (module, above)
     assert not {m for m in graph["segtune.evaluate"] if m.startswith("segtune.train")}  # the CLI uses evaluation.py
+
+
+def test_the_recipe_imports_nothing_from_data():
+    """Source names are schema data: the recipe never reaches down into segtune.data, not even in a function."""
+    graph = import_graph()
+    recipe_modules = _modules_of(graph, "segtune.recipe")
+    assert {"segtune.recipe.schema", "segtune.recipe.loading", "segtune.recipe.validation"} < set(recipe_modules)
+    for module in recipe_modules:
+        assert not {m for m in graph[module] if m.startswith("segtune.data")}, module
+    assert "segtune.recipe" in graph["segtune.data.sources"]  # the one direction: data reads the recipe
+    loaded = _modules_after("from segtune.recipe import load_recipe; load_recipe('ade20k.yaml')")
+    assert "segtune.recipe.validation" in loaded and not {m for m in loaded if m.startswith("segtune.data")}, loaded
+
+
+def test_every_data_source_of_the_schema_has_a_loader():
+    from segtune.data.sources import SOURCES
+    from segtune.recipe import DATA_SOURCES
+
+    assert list(DATA_SOURCES) == list(SOURCES)
 
 
 def test_command_line_modules_shadow_no_library_function():
@@ -159,4 +191,4 @@ def test_lazy_exports_are_visible_to_type_checkers(init):
         if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
             for statement in node.body:
                 checked |= {alias.name: "." * statement.level + statement.module for alias in statement.names}
-    assert checked == exports
+    assert {name: checked.get(name) for name in exports} == exports

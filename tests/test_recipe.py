@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from segtune.errors import RecipeError
-from segtune.recipe import Recipe, all_keys, available_recipes, find_recipe, load_recipe
+from segtune.recipe import MIT_VARIANTS, Recipe, all_keys, available_recipes, find_recipe, load_recipe, recipe_warnings
 
 SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
 
@@ -80,11 +80,30 @@ def test_bad_override_is_refused_with_a_hint(override, message):
         ("model.arch=unet", r"model.arch: expected one of \['mix_transformer', 'segformer'\], found 'unet'"),
         ("train.mixed_precision=fp8", r"train.mixed_precision: expected one of"),
         ("hub.push=true", r"hub.repo_id: expected a repo id"),
+        ("model.variant=mit-b9", r"model.variant: expected one of \['mit-b0', .*'mit-b5'\], found 'mit-b9'"),
+        ("data.source=voc", r"data.source: expected one of \['synthetic', .*'coco_stuff'\], found 'voc'"),
     ],
 )
 def test_invalid_values_are_refused_before_work_starts(override, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("cityscapes.yaml", [override])
+
+
+def test_variants_are_the_model_code_s_in_any_case():
+    from segtune.models.mix_transformer import VARIANTS
+
+    assert list(MIT_VARIANTS) == sorted(VARIANTS)
+    assert load_recipe("demo.yaml", ["model.variant=MiT-B2"]).model.variant == "MiT-B2"  # as from_variant reads it
+
+
+def test_warnings_name_what_runs_but_is_probably_not_meant():
+    recipe = load_recipe("cityscapes.yaml", ["train.gradient_accumulation_steps=8"])  # 1 x 8: the paper's batch
+    assert recipe_warnings(recipe, num_processes=1) == []
+    [batch] = recipe_warnings(recipe, num_processes=2)
+    assert batch.startswith("effective batch 16 (2 processes x 1 per device x 8 accumulation) differs")
+    recipe.train.max_steps = 100  # a short trial of a long recipe
+    [schedule] = recipe_warnings(recipe, num_processes=1)
+    assert schedule == "optim.warmup_steps=1500 >= train.max_steps=100: the learning rate only warms up in this run"
 
 
 def test_several_problems_are_reported_together():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -12,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 import segtune.train.loop as loop
-from segtune.errors import TrainingError
+from segtune.errors import DatasetError, RecipeError, TrainingError
 from segtune.evaluation import evaluate_checkpoint
 from segtune.finetune import main as finetune_main
-from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
+from segtune.models.mix_transformer import CheckpointError, MixTransformerForSemanticSegmentation
 from segtune.recipe import load_recipe
 from segtune.train import train
 from segtune.train.checkpoints import list_checkpoints
@@ -193,6 +194,35 @@ def test_command_line_errors_are_clear(capsys):
     assert "recipe 'nope.yaml' not found" in capsys.readouterr().err
     assert finetune_main(["--recipe", "demo.yaml", "--set", "optim.lr=-1"]) == 1
     assert "optim.lr: expected positive, found -1.0" in capsys.readouterr().err
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("segtune")]
+
+
+def test_recipe_warnings_come_only_after_the_errors_that_stop_a_run(tmp_path, caplog):
+    warned = ["optim.warmup_steps=5", "train.max_steps=2", "train.reference_batch_size=8"]  # warmup never ends
+    no_data, no_model = tmp_path / "no_such_folder", tmp_path / "no_such_model"
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(DatasetError, match=rf"data.path {str(no_data)!r}: folder not found"):
+        train(tiny_recipe(tmp_path / "a", *warned, "data.source=folder", f"data.path={no_data}"))
+    with pytest.raises(CheckpointError, match=rf"model.init_from={str(no_model)!r}: no config.json found"):
+        train(tiny_recipe(tmp_path / "b", *warned, "model.init=pretrained", f"model.init_from={no_model}"))
+    assert _warnings(caplog) == []
+    train(tiny_recipe(tmp_path / "c", *warned))  # valid data and model: the warnings still come
+    assert _warnings(caplog) == [
+        "effective batch 2 (1 processes x 2 per device x 1 accumulation) differs from the recipe's reference batch 8; "
+        "the recipe's learning rate was set for 8",
+        "optim.warmup_steps=5 >= train.max_steps=2: the learning rate only warms up in this run",
+    ]
+
+
+def test_a_recipe_edited_in_python_is_validated_before_training(tmp_path):
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe.model.variant = "mit-b9"
+    with pytest.raises(RecipeError, match=r"model.variant: expected one of \['mit-b0', .*'mit-b5'\], found 'mit-b9'"):
+        train(recipe)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bf16_autocast_with_gradient_clipping_and_accumulation(tmp_path):

@@ -8,24 +8,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel, SegformerForSemanticSegmentation
 
-from ..errors import RecipeError
 from ..recipe import ModelConfig
 from . import auto  # noqa: F401  (a built model saves and reloads through the Auto classes)
-from .mix_transformer import VARIANTS, CheckpointError, MixTransformerConfig, MixTransformerForSemanticSegmentation
+from .mix_transformer import CheckpointError, MixTransformerConfig, MixTransformerForSemanticSegmentation
 
 logger = logging.getLogger(__name__)
-
-
-def check_model_config(model: ModelConfig) -> None:
-    """Check the recipe's model section against the model code (the variant table lives with the config).
-
-    Raises:
-        RecipeError: `model.variant` is not a MiT variant.
-    """
-    if model.variant.lower() not in VARIANTS:
-        raise RecipeError(
-            f"invalid recipe:\n  model.variant: expected one of {sorted(VARIANTS)}, found {model.variant!r}"
-        )
 
 
 def _head_overrides(model: ModelConfig, id2label: dict[int, str], ignore_index: int) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from ..compat import reset_accelerate_state, set_accumulation_counter
 from ..data import SegmentationData, build_datasets, make_loader
 from ..errors import TrainingError
 from ..evaluation import evaluate
-from ..models.build import build_model, check_model_config
-from ..recipe import Recipe
+from ..models.build import build_model
+from ..recipe import Recipe, recipe_warnings, validate
 from .checkpoints import (
     RunState,
     check_same_recipe,
@@ -45,8 +45,8 @@ from .tracking import LossMeter, TrainLog
 
 logger = logging.getLogger(__name__)
 
-# train.compile=auto compiles CUDA runs of at least this many steps: compiling B0 takes ~80 s and saves
-# ~12 ms a step on an H200 (45 -> 33 ms), so shorter runs would lose time.
+# train.compile=auto compiles CUDA runs of at least this many steps: compiling costs a fixed time up front
+# and saves a little on every step, so shorter runs would lose time (the README has the measurements).
 COMPILE_MIN_STEPS = 5_000
 
 
@@ -263,19 +263,22 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
     Raises:
         TrainingError: output directory conflicts, resume problems, a non-finite loss, or an
             interruption (after saving a resumable checkpoint).
-        RecipeError: the model section does not name a known variant.
+        RecipeError: the recipe is invalid (a loaded recipe edited in Python, say).
+        DatasetError, CheckpointError: the data or the initial weights cannot be read.
         Any other exception: unchanged, after saving a resumable checkpoint.
     """
-    check_model_config(recipe.model)
+    validate(recipe)
     check_output_dir(recipe.output_dir, resume, overwrite)
     accelerator = make_accelerator(recipe)
     if accelerator.device.type == "cpu":
         tune_cpu(accelerator.num_processes)
-    check_batch_size(recipe, accelerator.num_processes)
-    check_schedule(recipe)
     run = prepare_run(recipe, accelerator)
     if resume:
         restore(run, resume)
+    # Warned only once the checks that can refuse the run (output directory, data, model, resume) have
+    # passed: no warning comes before the error that stops a run.
+    for warning in recipe_warnings(recipe, accelerator.num_processes):
+        logger.warning(warning)
     if accelerator.is_main_process:
         recipe.output_dir.mkdir(parents=True, exist_ok=True)
         recipe.save(recipe.output_dir / run_dir.RECIPE)
@@ -300,27 +303,6 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
 
         accelerator.print(f"pushed: {push(recipe.output_dir)}")
     return results
-
-
-def check_batch_size(recipe: Recipe, num_processes: int) -> None:
-    """Warn when the effective batch differs from the batch the recipe's learning rate was set for."""
-    t = recipe.train
-    effective = num_processes * t.per_device_batch_size * t.gradient_accumulation_steps
-    if effective != t.reference_batch_size:
-        logger.warning(
-            f"effective batch {effective} ({num_processes} processes x {t.per_device_batch_size} per device x "
-            f"{t.gradient_accumulation_steps} accumulation) differs from the recipe's reference batch "
-            f"{t.reference_batch_size}; the recipe's learning rate was set for {t.reference_batch_size}"
-        )
-
-
-def check_schedule(recipe: Recipe) -> None:
-    """Warn when warmup never ends: a short trial run of a long recipe (`--set train.max_steps=100`)."""
-    if recipe.optim.warmup_steps >= recipe.train.max_steps:
-        logger.warning(
-            f"optim.warmup_steps={recipe.optim.warmup_steps} >= train.max_steps={recipe.train.max_steps}: "
-            "the learning rate only warms up in this run"
-        )
 
 
 def _tracker_config(recipe: Recipe) -> dict:

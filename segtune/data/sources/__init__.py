@@ -9,73 +9,58 @@
 | ade20k      | the official ADEChallengeData2016 folder (or a Parquet copy)       | ade20k.py     |
 | coco_stuff  | COCO-Stuff-164k: images/ + stuffthingmaps or *_labelTrainIds masks | coco_stuff.py |
 
-`SOURCES` is the one list of sources: recipe validation reads its keys, `load_source` dispatches through
-it. This module imports nothing heavy (no datasets, torch, numpy, PIL), so that validating a recipe stays
-cheap; a source's module is imported when the source is used.
+`SOURCES` maps each `data.source` to its loader; the names, and which sources need a `data.path` and
+read a default one, are the recipe's (`segtune.recipe.DATA_SOURCES`), and the layering tests keep the two
+lists equal. `load_source` dispatches through it and is the one place a default path is applied. This
+module imports nothing heavy (no datasets, torch, numpy, PIL); a source's module is imported when the
+source is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...lazy import lazy_exports
+from ...recipe import DATA_SOURCES
 
 if TYPE_CHECKING:
     from ...recipe import Recipe
-    from .base import Source
+    from .base import FEATURES, IMAGE, LABEL, Source
 
 
-@dataclass(frozen=True)
-class SourceEntry:
-    """How one `data.source` is loaded.
-
-    Attributes:
-        loader: "module:function" in segtune.data.sources; the function takes `(data: DataConfig, seed: int)`
-            and returns a Source.
-        needs_path: the source reads `data.path`.
-        default_path: the path used when `data.path` is not set (None: the recipe must give one).
-    """
-
-    loader: str
-    needs_path: bool
-    default_path: str | None = None
-
-
-SOURCES: dict[str, SourceEntry] = {
-    "synthetic": SourceEntry("synthetic:load_synthetic", needs_path=False),
-    "folder": SourceEntry("folder:load_folder", needs_path=True),
-    "cityscapes": SourceEntry("cityscapes:load_cityscapes", needs_path=True),
-    "hub": SourceEntry("hub:load_hub", needs_path=True),
-    "ade20k": SourceEntry("ade20k:load_ade20k", needs_path=True, default_path="data/ADEChallengeData2016"),
-    "coco_stuff": SourceEntry("coco_stuff:load_coco_stuff", needs_path=True, default_path="data/coco_stuff164k"),
+# data.source -> "module:function" in segtune.data.sources; the function takes `(data: DataConfig, seed: int)`,
+# `data.path` already set (to the source's default path when the recipe gives none), and returns a Source.
+SOURCES: dict[str, str] = {
+    "synthetic": "synthetic:load_synthetic",
+    "folder": "folder:load_folder",
+    "cityscapes": "cityscapes:load_cityscapes",
+    "hub": "hub:load_hub",
+    "ade20k": "ade20k:load_ade20k",
+    "coco_stuff": "coco_stuff:load_coco_stuff",
 }
 
 
 def load_source(recipe: Recipe) -> Source:
     """The samples `recipe.data` points to, before any label mapping or transform.
 
-    `data.path` falls back to the source's default path.
+    `data.path` falls back to the source's default path (`segtune.recipe.DATA_SOURCES`).
 
     Raises:
         KeyError: `data.source` is not in SOURCES (a validated recipe never has one).
         DatasetError: whatever the source finds wrong (missing folder, split, column, unpaired files...).
     """
-    entry = SOURCES[recipe.data.source]
     data = recipe.data
-    if data.path is None and entry.default_path is not None:
-        data = dataclasses.replace(data, path=entry.default_path)
-    return _loader(entry)(data, recipe.train.seed)
-
-
-def _loader(entry: SourceEntry) -> Any:
-    module, function = entry.loader.split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    default_path = DATA_SOURCES[data.source].default_path
+    if data.path is None and default_path is not None:
+        data = dataclasses.replace(data, path=default_path)
+    module, function = SOURCES[data.source].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)(data, recipe.train.seed)
 
 
 # The shared names of base.py, imported on first use so that importing the registry stays light.
-__getattr__, __dir__ = lazy_exports(__name__, {name: ".base" for name in ("FEATURES", "IMAGE", "LABEL", "Source")})
+_EXPORTS = {"FEATURES": ".base", "IMAGE": ".base", "LABEL": ".base", "Source": ".base"}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["FEATURES", "IMAGE", "LABEL", "SOURCES", "Source", "SourceEntry", "load_source"]
+__all__ = ["FEATURES", "IMAGE", "LABEL", "SOURCES", "Source", "load_source"]

@@ -23,9 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DatasetError
-from ...recipe import DataConfig
+from ...recipe import DATA_SOURCES, DataConfig
 from ..labels import palette_from_hex
-from . import SOURCES
 from .base import Source, files_by_stem, official_split_folder, pair_by_stem, paired_splits
 from .hub import load_hub
 from .scripts import ADE20K_ZIP
@@ -208,11 +207,13 @@ PALETTE = palette_from_hex(
 def load_ade20k(data: DataConfig, seed: int) -> Source:
     """ADE20K's train and eval splits with its 150 names, its palette and reduce_labels.
 
+    `data.path` is set: `load_source` gives the default path when the recipe has none.
+
     Raises:
         DatasetError: the official folder is missing (with where to download it) or incomplete (missing
             folder, unpaired files, unknown split name, empty split); or as `load_hub` for other paths.
     """
-    path = data.path or SOURCES["ade20k"].default_path
+    path = data.path
     root = Path(path).expanduser()
     if (root / "images").is_dir() or (root / "annotations").is_dir():
         source = _load_folder(root, data)
@@ -236,7 +237,7 @@ def load_ade20k(data: DataConfig, seed: int) -> Source:
 
 def _looks_local(path: str) -> bool:
     """A path meant as a folder, never a Hub id ("name" or "owner/name")."""
-    default = SOURCES["ade20k"].default_path
+    default = DATA_SOURCES["ade20k"].default_path
     return path == default or Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1
 
 

@@ -1,0 +1,263 @@
+"""The recipe's schema: every setting, its type and its default, and the choices validation checks against.
+
+Defaults are the paper's (SegFormer, arXiv 2105.15203; NVlabs / mmseg configs): a recipe file only states
+what differs. The names of the data sources, and which of them need a `data.path`, live here too, so that
+validating a recipe needs nothing from `segtune.data`, which maps each name to its loader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ARCHS = ("mix_transformer", "segformer")  # model.arch, and the formats a run is pushed in (hub.format)
+INITS = ("pretrained", "random")  # model.init
+# model.variant: the names of MixTransformerConfig's table (tests/test_recipe.py keeps them equal)
+MIT_VARIANTS = ("mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5")
+PRECISIONS = ("no", "bf16", "fp16")
+EVAL_MODES = ("whole", "slide")
+COMPILE_MODES = (True, False, "auto")
+CHECK_LEVELS = ("full", "quick", "off")
+TRACKERS = ("tensorboard", "wandb", "trackio", "none")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a recipe must say for one `data.source`.
+
+    Attributes:
+        needs_path: the source reads `data.path`.
+        default_path: the path read when `data.path` is not set (None: the recipe must give one).
+    """
+
+    needs_path: bool
+    default_path: str | None = None
+
+
+# Every `data.source`; segtune.data.sources maps each name to its loader.
+DATA_SOURCES: dict[str, SourceSpec] = {
+    "synthetic": SourceSpec(needs_path=False),
+    "folder": SourceSpec(needs_path=True),
+    "cityscapes": SourceSpec(needs_path=True),
+    "hub": SourceSpec(needs_path=True),
+    "ade20k": SourceSpec(needs_path=True, default_path="data/ADEChallengeData2016"),
+    "coco_stuff": SourceSpec(needs_path=True, default_path="data/coco_stuff164k"),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which network, and where its initial weights come from."""
+
+    arch: str = "mix_transformer"  # "mix_transformer" (segtune) or "segformer" (transformers)
+    variant: str = "mit-b0"  # one of MIT_VARIANTS
+    init: str = "pretrained"  # "pretrained" (from init_from) or "random"
+    init_from: str | None = None  # Hub id or local path; None means nvidia/<variant>
+    drop_path_rate: float = 0.1
+    classifier_dropout_prob: float = 0.1
+    gradient_checkpointing: bool = False
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint a pretrained model starts from."""
+        return self.init_from or f"nvidia/{self.variant}"
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded synthetic dataset: deterministic scenes, no download."""
+
+    num_train: int = 512
+    num_eval: int = 64
+    image_size: int = 128
+    num_classes: int = 6
+    seed: int = 0  # the scenes; independent of train.seed, so the data stays put when training varies
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and what their labels mean."""
+
+    source: str = "synthetic"  # one of DATA_SOURCES: synthetic | folder | cityscapes | hub | ade20k | coco_stuff
+    path: str | None = (
+        None  # dataset folder, Hub dataset name, or save_to_disk / parquet path; None: the source's default
+    )
+    config_name: str | None = None  # Hub dataset config
+    train_split: str = "train"
+    eval_split: str = "validation"
+    image_column: str = "image"
+    label_column: str = "label"
+    val_ratio: float | None = None  # folder without train/val subfolders: seeded split ratio
+    num_labels: int | None = None  # None: from id2label or the source
+    id2label: dict[int, str] | None = None
+    reduce_labels: bool = False  # ADE20K convention: 0 -> ignore, k -> k-1
+    ignore_index: int = 255
+    skip_invalid: bool = False  # skip and count bad samples instead of stopping
+    check: str = "quick"  # pre-flight check of every sample: quick (file headers) | full (+ mask values) | off
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    num_workers: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation, as mmseg's pipeline for SegFormer."""
+
+    scale: tuple[int, int] = (2048, 512)  # (long side, short side) of the base resize, aspect ratio kept
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    crop_size: tuple[int, int] = (512, 512)  # (height, width)
+    cat_max_ratio: float = 0.75  # re-draw crops where one class covers more than this
+    flip_prob: float = 0.5
+    photometric: bool = True
+    brightness: float = 32 / 255  # additive delta, as mmseg's PhotoMetricDistortion
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: float = 18 / 180  # fraction of the hue circle (mmseg: 18 of OpenCV's 180 hue units)
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, batch, checkpoints, precision."""
+
+    output_dir: str | None = None  # None: outputs/<recipe name>
+    max_steps: int = 160_000
+    per_device_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    reference_batch_size: int = 8  # the paper's total batch; a different effective batch is warned about
+    eval_steps: int = 16_000
+    save_steps: int = 16_000
+    save_total_limit: int = 2  # last K checkpoints kept, plus the best by mIoU
+    logging_steps: int = 50
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    max_grad_norm: float | None = None
+    # torch.compile the model for training. auto: on for CUDA runs of at least COMPILE_MIN_STEPS steps,
+    # off on CPU and MPS and for short runs, where the time spent compiling would exceed the time it saves.
+    compile: bool | str = "auto"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a 10x head learning rate, linear warmup then poly decay."""
+
+    lr: float = 6e-5
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    head_lr_mult: float = 10.0
+    norm_weight_decay: float = 0.0  # norms and biases
+    warmup_steps: int = 1500  # linear from 0 (mmseg starts at 1e-6 x lr: the same to a millionth)
+    poly_power: float = 1.0
+    min_lr: float = 0.0  # lr at max_steps (the head group ends at head_lr_mult x this)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: scored against labels at their native resolution."""
+
+    mode: str = "whole"  # whole | slide
+    resize: tuple[int, int] | None = None  # (long, short) keep-ratio test scale; None: native size
+    crop_size: tuple[int, int] = (1024, 1024)  # sliding window (height, width)
+    stride: tuple[int, int] = (768, 768)
+    tta: bool = False  # multi-scale + flip test-time augmentation
+    tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    tta_flip: bool = True
+    window_batch: int = 4  # sliding windows per forward pass
+    batch_size: int = 1
+    # torch.compile evaluation too, with dynamic shapes (one graph for every image size: measured, no
+    # recompiles). auto: whenever training compiles; `python -m segtune.evaluate` compiles only when true.
+    compile: bool | str = "auto"
+    num_visualizations: int = 8  # samples in the prediction grid
+
+
+@dataclass
+class HubConfig:
+    """Pushing the result to the Hugging Face Hub at the end of training."""
+
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = False
+    format: str = "mix_transformer"  # mix_transformer (remote code) | segformer (stock transformers)
+
+
+@dataclass
+class LoggingConfig:
+    """Experiment trackers, through Accelerate."""
+
+    report_to: tuple[str, ...] = ("tensorboard",)  # tensorboard | wandb | trackio | none
+    project_name: str = "segtune"
+
+
+@dataclass
+class Recipe:
+    """A whole fine-tuning run."""
+
+    name: str = "recipe"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.train.output_dir or f"outputs/{self.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its dotted key (`optim.lr`), `data.id2label` kept as one mapping."""
+        return dict(dotted_items(self.to_dict()))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+# Keys whose value is a mapping, not a section.
+MAPPING_KEYS = {"data.id2label"}
+
+
+def dotted_items(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested mapping of sections as (dotted key, value) pairs, `data.id2label` kept as one value."""
+    items = []
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in MAPPING_KEYS:
+            items += dotted_items(value, f"{dotted}.") if value else [(dotted, value)]
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def all_keys(node: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted key a recipe accepts."""
+    node = Recipe() if node is None else node
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so the YAML dump stays plain and safe_load-able."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
