@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 from ...errors import DatasetError
 from ...recipe import DATA_SOURCES, DataConfig
 from ..labels import palette_from_hex
@@ -236,9 +239,14 @@ def load_ade20k(data: DataConfig, seed: int) -> Source:
 
 
 def _looks_local(path: str) -> bool:
-    """A path meant as a folder, never a Hub id ("name" or "owner/name")."""
-    default = DATA_SOURCES["ade20k"].default_path
-    return path == default or Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1
+    """A path meant as a folder: the default folder, or anything that cannot be a Hub id."""
+    if path == DATA_SOURCES["ade20k"].default_path:
+        return True
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return True
+    return False
 
 
 def _load_folder(root: Path, data: DataConfig) -> Source:
