@@ -122,6 +122,19 @@ def test_dtype_is_honoured(tmp_path):
     assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
 
 
+def test_attn_implementation_is_honoured(tmp_path, pixels):
+    reference, _ = segformer_pair(tiny_config())
+    reference.save_pretrained(tmp_path)
+    config = MixTransformerConfig.from_segformer(reference.config)
+    ours = MixTransformerForSemanticSegmentation.from_pretrained(tmp_path, attn_implementation="eager", config=config)
+    assert ours.config._attn_implementation == "eager" and config._attn_implementation is None
+    with torch.no_grad():
+        assert len(ours(pixels, output_attentions=True).attentions) == sum(ours.config.depths)
+    assert MixTransformerModel.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match=r'Specified `attn_implementation="foo"` is not supported'):
+        MixTransformerModel.from_pretrained(tmp_path, attn_implementation="foo")
+
+
 def test_unrelated_model_type_is_refused(tmp_path):
     ViTModel(ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)).save_pretrained(
         tmp_path

@@ -6,6 +6,7 @@ Hub remote code too, where only torch, transformers and sibling files can be imp
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -197,8 +198,8 @@ def _load_stock(path: str | os.PathLike, hub: dict[str, Any]) -> tuple[Segformer
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
-    load = {k: kwargs.pop(k) for k in ("dtype", "torch_dtype", "output_loading_info", "config") if k in kwargs}
-    kwargs.pop("attn_implementation", None)  # MixTransformer always uses SDPA
+    load_keys = ("dtype", "torch_dtype", "output_loading_info", "config", "attn_implementation")
+    load = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
     kwargs.pop("ignore_mismatched_sizes", None)  # a classifier of another size is always re-initialised
     kwargs.pop("trust_remote_code", None)
     return hub, load, kwargs
@@ -238,7 +239,11 @@ def load_segformer_checkpoint(cls: type, path: str | os.PathLike, *args: Any, **
             f"{path}: expected a checkpoint of model_type 'mix_transformer' or 'segformer', found {model_type!r}"
         )
     source_config, source_state = _load_stock(path, hub)
-    config = load.get("config") or cls.config_class.from_segformer(source_config, **overrides)
+    given = load.get("config")
+    # As transformers' from_pretrained: a given config is copied, and attn_implementation is checked by the model.
+    config = copy.deepcopy(given) if given is not None else cls.config_class.from_segformer(source_config, **overrides)
+    if "attn_implementation" in load:
+        config._attn_implementation = load["attn_implementation"]
     model = cls(config, *args)
     state, reason = _fit_head(model, mix_transformer_state_dict(source_state))
     missing = check_state_dict(model, state, str(path))
