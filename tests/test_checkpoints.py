@@ -32,8 +32,12 @@ CONVERT_LOGGER = "segtune.models.mix_transformer.convert_mix_transformer"
 
 
 def save_segformer(model, directory, layout: str):
-    """save_pretrained, then optionally rewrite the weights in the transformers-4 layout of the nvidia/* files."""
-    model.save_pretrained(directory)
+    """save_pretrained in either key layout.
+
+    transformers 5 writes Segformer weights back in the transformers-4 layout of the nvidia/* files unless
+    told to keep its own (`save_original_format=False`); the rewrite makes that layout explicit.
+    """
+    model.save_pretrained(directory, save_original_format=layout == "transformers4")
     if layout == "transformers4":
         path = directory / "model.safetensors"
         save_file(to_transformers4_layout(load_file(path)), path, metadata={"format": "pt"})
