@@ -284,8 +284,7 @@ class TestMixTransformerBackbone(MixTransformerTester):
 def test_attention_maps_match_stock_segformer():
     """Same weights, eager on both sides: transformers' Segformer's maps; under SDPA, neither returns any."""
     # Stock Segformer ignores layer_norm_eps (LayerNorm's default 1e-5 throughout): match it, so only the maps differ.
-    reference, ours = segformer_pair(tiny_config(layer_norm_eps=1e-5))
-    reference.eval(), ours.eval()
+    reference, ours = (model.eval() for model in segformer_pair(tiny_config(layer_norm_eps=1e-5)))
     pixels = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert (
