@@ -32,8 +32,12 @@ CONVERT_LOGGER = "segtune.models.mix_transformer.convert_mix_transformer"
 
 
 def save_segformer(model, directory, layout: str):
-    """save_pretrained, then optionally rewrite the weights in the transformers-4 layout of the nvidia/* files."""
-    model.save_pretrained(directory)
+    """save_pretrained in either key layout.
+
+    transformers 5 writes Segformer weights back in the transformers-4 layout of the nvidia/* files unless
+    told to keep its own (`save_original_format=False`); the rewrite makes that layout explicit.
+    """
+    model.save_pretrained(directory, save_original_format=layout == "transformers4")
     if layout == "transformers4":
         path = directory / "model.safetensors"
         save_file(to_transformers4_layout(load_file(path)), path, metadata={"format": "pt"})
@@ -120,6 +124,19 @@ def test_dtype_is_honoured(tmp_path):
     reference.save_pretrained(tmp_path)
     ours = MixTransformerForSemanticSegmentation.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+
+
+def test_attn_implementation_is_honoured(tmp_path, pixels):
+    reference, _ = segformer_pair(tiny_config())
+    reference.save_pretrained(tmp_path)
+    config = MixTransformerConfig.from_segformer(reference.config)
+    ours = MixTransformerForSemanticSegmentation.from_pretrained(tmp_path, attn_implementation="eager", config=config)
+    assert ours.config._attn_implementation == "eager" and config._attn_implementation is None
+    with torch.no_grad():
+        assert len(ours(pixels, output_attentions=True).attentions) == sum(ours.config.depths)
+    assert MixTransformerModel.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match=r'Specified `attn_implementation="foo"` is not supported'):
+        MixTransformerModel.from_pretrained(tmp_path, attn_implementation="foo")
 
 
 def test_unrelated_model_type_is_refused(tmp_path):

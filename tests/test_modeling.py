@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoBackbone, AutoModel, AutoModelForSemanticSegmentation
+from transformers.utils.logging import warning_once
 
 import segtune  # noqa: F401  (registers the Auto classes)
 from segtune.models.mix_transformer import (
@@ -13,7 +16,10 @@ from segtune.models.mix_transformer import (
     MixTransformerForSemanticSegmentation,
     MixTransformerModel,
 )
-from tests.conftest import tiny_config
+from tests.conftest import segformer_pair, tiny_config
+
+UNKNOWN_IMPLEMENTATION = r'Specified `attn_implementation="foo"` is not supported'
+SDPA_WARNING = "`sdpa` attention does not support `output_attentions=True`"
 
 
 class TensorShapes(TorchDispatchMode):
@@ -44,9 +50,11 @@ class MixTransformerTester:
     model_class: type
     auto_class: type
 
-    def build(self, **overrides):
+    def build(self, attn_implementation: str | None = None, **overrides):
         torch.manual_seed(0)
-        return self.model_class(tiny_config(**overrides)).eval()
+        config = tiny_config(**overrides)
+        config._attn_implementation = attn_implementation
+        return self.model_class(config).eval()
 
     def test_any_input_size_gives_stage_scales(self, pixel_values):
         model = self.build()
@@ -69,17 +77,63 @@ class MixTransformerTester:
         torch.testing.assert_close(first, other)
 
     def test_hidden_states_and_attentions_on_request(self, pixel_values):
-        model = self.build()
+        model = self.build(attn_implementation="eager")
         with torch.no_grad():
             plain = model(pixel_values)
             full = model(pixel_values, output_hidden_states=True, output_attentions=True)
-        assert plain.hidden_states is None
+        assert plain.hidden_states is None and plain.attentions is None
         assert len(full.attentions) == sum(model.config.depths)
         first = full.attentions[0]  # (B, heads, N, M): stage 1 has 25*33 queries and ceil(25/8)*ceil(33/8) keys
         assert first.shape == (2, 1, 25 * 33, 3 * 4)
         torch.testing.assert_close(first.sum(-1), torch.ones_like(first.sum(-1)))
-        for a, b in zip(_maps(plain), _maps(full)):  # the explicit-softmax path computes the same function
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        for a, b in zip(_maps(plain), _maps(full)):  # returning the maps changes nothing else
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+    def test_sdpa_is_the_default_and_returns_no_attention_maps(self, pixel_values, caplog):
+        """As on transformers' Segformer: SDPA computes no weights, so it warns and `attentions` is empty."""
+        model = self.build()
+        assert model.config._attn_implementation == "sdpa"
+        warning_once.cache_clear()  # transformers logs the warning once per process
+        with torch.no_grad(), caplog.at_level(logging.WARNING):
+            output = model(pixel_values, output_attentions=True)
+        assert output.attentions == ()
+        assert SDPA_WARNING in caplog.text
+
+    def test_eager_and_sdpa_agree_and_switch_at_run_time(self, pixel_values):
+        model = self.build()
+        with torch.no_grad():
+            sdpa = model(pixel_values, output_hidden_states=True)
+            model.set_attn_implementation("eager")
+            assert model.config._attn_implementation == "eager"
+            eager = model(pixel_values, output_hidden_states=True, output_attentions=True)
+            built_eager = self.build(attn_implementation="eager")(pixel_values, output_attentions=True)
+            model.set_attn_implementation("sdpa")
+            back = model(pixel_values)
+        assert model.config._attn_implementation == "sdpa"
+        for a, b in zip((*_maps(sdpa), *sdpa.hidden_states), (*_maps(eager), *eager.hidden_states)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        assert len(eager.attentions) == len(built_eager.attentions) == sum(model.config.depths)
+        for a, b in zip(eager.attentions, built_eager.attentions):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+        for a, b in zip(_maps(sdpa), _maps(back)):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+    def test_from_pretrained_takes_attn_implementation(self, tmp_path, pixel_values):
+        self.build().save_pretrained(tmp_path)
+        assert self.model_class.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
+        eager = self.model_class.from_pretrained(tmp_path, attn_implementation="eager")
+        assert eager.config._attn_implementation == "eager"
+        with torch.no_grad():
+            assert len(eager(pixel_values, output_attentions=True).attentions) == sum(eager.config.depths)
+
+    def test_unknown_attn_implementation_is_refused(self, tmp_path):
+        model = self.build()
+        with pytest.raises(ValueError, match=UNKNOWN_IMPLEMENTATION):
+            model.set_attn_implementation("foo")
+        assert model.config._attn_implementation == "sdpa"
+        model.save_pretrained(tmp_path)
+        with pytest.raises(ValueError, match=UNKNOWN_IMPLEMENTATION):
+            self.model_class.from_pretrained(tmp_path, attn_implementation="foo")
 
     def test_wrong_channel_count_is_refused(self):
         with pytest.raises(ValueError, match=r"expected shape \(batch, 3, height, width\).*found \(1, 4, 32, 32\)"):
@@ -191,6 +245,19 @@ class TestMixTransformerForSemanticSegmentation(MixTransformerTester):
         )
         torch.testing.assert_close(output.loss, (per_pixel * (labels != 255)).mean())
 
+    def test_eager_trains_like_sdpa(self, pixel_values):
+        labels = torch.randint(0, 5, (2, 97, 131))
+        losses, grads = [], []
+        for implementation in ("sdpa", "eager"):
+            model = self.build(implementation, drop_path_rate=0.0, classifier_dropout_prob=0.0).train()
+            loss = model(pixel_values, labels=labels).loss
+            loss.backward()
+            losses.append(loss)
+            grads.append({n: p.grad for n, p in model.named_parameters()})
+        torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=0)
+        for name in grads[0]:
+            torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
     def test_labels_of_the_wrong_rank_are_refused(self, pixel_values):
         with pytest.raises(
             ValueError, match=r"labels: expected shape \(batch, height, width\), found \(2, 1, 97, 131\)"
@@ -212,3 +279,23 @@ class TestMixTransformerBackbone(MixTransformerTester):
         output = model(pixel_values)
         assert [tuple(f.shape) for f in output.feature_maps] == [(2, 8, 13, 17), (2, 16, 4, 5)]
         assert model.channels == [8, 16]
+
+
+def test_attention_maps_match_stock_segformer():
+    """Same weights, eager on both sides: transformers' Segformer's maps; under SDPA, neither returns any."""
+    # Stock Segformer ignores layer_norm_eps (LayerNorm's default 1e-5 throughout): match it, so only the maps differ.
+    reference, ours = (model.eval() for model in segformer_pair(tiny_config(layer_norm_eps=1e-5)))
+    pixels = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (
+            reference(pixels, output_attentions=True).attentions
+            == ours(pixels, output_attentions=True).attentions
+            == ()
+        )
+        for model in (reference, ours):
+            model.set_attn_implementation("eager")
+        expected = reference(pixels, output_attentions=True).attentions
+        found = ours(pixels, output_attentions=True).attentions
+    assert len(found) == len(expected) == 4
+    for block, (a, b) in enumerate(zip(found, expected)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=f"block {block}")

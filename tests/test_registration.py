@@ -43,6 +43,10 @@ NO_SEGTUNE = """
             "logits": segmenter(pixels).logits,
             "last_hidden_state": encoder(pixels).last_hidden_state,
         }
+        segmenter.set_attn_implementation("eager")  # refused unless the remote code uses the attention interface
+        eager = segmenter(pixels, output_attentions=True)
+        result["implementation"] = segmenter.config._attn_implementation
+        result["eager_logits"], result["attentions"] = eager.logits, len(eager.attentions)
     torch.save(result, out_path)
 """
 
@@ -87,8 +91,10 @@ def test_checkpoint_loads_through_remote_code_without_segtune(tmp_path):
     result = torch.load(tmp_path / "out.pt")
     assert result["classes"] == ["MixTransformerConfig", "MixTransformerForSemanticSegmentation", "MixTransformerModel"]
     assert result["module"].startswith("transformers_modules.")
+    assert result["implementation"] == "eager" and result["attentions"] == sum(model.config.depths)
     with torch.no_grad():
         torch.testing.assert_close(result["logits"], model(pixels).logits, atol=0, rtol=0)
+        torch.testing.assert_close(result["eager_logits"], model(pixels).logits, atol=1e-5, rtol=0)
         torch.testing.assert_close(
             result["last_hidden_state"], model.mix_transformer(pixels).last_hidden_state, atol=0, rtol=0
         )

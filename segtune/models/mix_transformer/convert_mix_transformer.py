@@ -2,10 +2,33 @@
 
 Lives beside the modeling file (not in segtune.models.convert) because `from_pretrained` needs it in
 Hub remote code too, where only torch, transformers and sibling files can be imported.
+
+A Segformer checkpoint is loaded through transformers' own Segformer class first, so its
+transformers-4 key layout (the `nvidia/*` files) is renamed by transformers' conversion mapping (the
+`SegformerModel` / `SegformerForSemanticSegmentation` entries of `transformers/conversion_mapping.py`);
+the one table below (`_KEY_PAIRS`) then maps transformers-5 names to MixTransformer's, in both directions.
+
+Why the table stays, rather than a transformers-5 conversion mapping (`WeightRenaming`, and
+`WeightConverter` with `Concatenate(dim=0)` to fuse `k_proj` + `v_proj` into `kv`), as tried on 5.24:
+- There is no per-class hook (no `_checkpoint_conversion_mapping` class attribute is read); the only
+  entry point is the process-global `transformers.conversion_mapping.register_checkpoint_conversion_mapping`
+  (by class name or model_type). Remote code could call it at import: names registered that way are exempt
+  from the `is_custom_code()` skip in `get_model_conversion_mapping`. Loading then works: both key layouts
+  loaded straight into MixTransformerForSemanticSegmentation, logits within 2e-8 of Segformer's.
+- But `save_pretrained` (`save_original_format=True` by default) reverts the registered mapping through
+  `revert_weight_conversion`, even for a model never loaded from a checkpoint. A mapping that accepts two
+  layouts has no unique inverse: a fresh model saved keys such as `attention.self.key.bias` (prefix lost)
+  and `decode_head.linear_.0.proj.weight`. Saving segtune's own layout needs `save_original_format=False`.
+- The other direction (`segformer_state_dict`: `to_segformer()`, pushing in Segformer format) and
+  state-dict conversion (`mix_transformer_state_dict`) would still need code of their own: transformers
+  applies a mapping only inside `from_pretrained`, and its reverse is the ill-formed one above. The
+  correspondence would be written twice, and the config conversion, head policy and `CheckpointError`
+  checks below stay, so nothing gets shorter.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -197,8 +220,8 @@ def _load_stock(path: str | os.PathLike, hub: dict[str, Any]) -> tuple[Segformer
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
-    load = {k: kwargs.pop(k) for k in ("dtype", "torch_dtype", "output_loading_info", "config") if k in kwargs}
-    kwargs.pop("attn_implementation", None)  # MixTransformer always uses SDPA
+    load_keys = ("dtype", "torch_dtype", "output_loading_info", "config", "attn_implementation")
+    load = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
     kwargs.pop("ignore_mismatched_sizes", None)  # a classifier of another size is always re-initialised
     kwargs.pop("trust_remote_code", None)
     return hub, load, kwargs
@@ -238,7 +261,11 @@ def load_segformer_checkpoint(cls: type, path: str | os.PathLike, *args: Any, **
             f"{path}: expected a checkpoint of model_type 'mix_transformer' or 'segformer', found {model_type!r}"
         )
     source_config, source_state = _load_stock(path, hub)
-    config = load.get("config") or cls.config_class.from_segformer(source_config, **overrides)
+    given = load.get("config")
+    # As transformers' from_pretrained: a given config is copied, and attn_implementation is checked by the model.
+    config = copy.deepcopy(given) if given is not None else cls.config_class.from_segformer(source_config, **overrides)
+    if "attn_implementation" in load:
+        config._attn_implementation = load["attn_implementation"]
     model = cls(config, *args)
     state, reason = _fit_head(model, mix_transformer_state_dict(source_state))
     missing = check_state_dict(model, state, str(path))

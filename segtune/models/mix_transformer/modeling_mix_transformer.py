@@ -26,6 +26,8 @@ from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutput, SemanticSegmenterOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.segformer.modeling_segformer import eager_attention_forward
 
 from .configuration_mix_transformer import MixTransformerConfig
 from .convert_mix_transformer import load_segformer_checkpoint, segformer_state_dict
@@ -80,18 +82,26 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class EfficientSelfAttention(nn.Module):
-    """Multi-head self-attention whose keys and values come from a sequence shrunk R*R times by a strided conv."""
+    """Multi-head self-attention whose keys and values come from a sequence shrunk R*R times by a strided conv.
 
-    def __init__(self, hidden_size: int, num_heads: int, sr_ratio: int, attn_drop: float, proj_drop: float) -> None:
+    The attention itself runs through transformers' attention interface, so `config._attn_implementation`
+    picks it ("sdpa" by default, or "eager", which also returns the weights), as in transformers' Segformer.
+    """
+
+    def __init__(self, config: MixTransformerConfig, hidden_size: int, num_heads: int, sr_ratio: int) -> None:
         super().__init__()
+        self.config = config  # read at every call, so `set_attn_implementation` takes effect at once
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
-        self.attn_drop = attn_drop
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False  # transformers' SDPA function reads this, and assumes causal without it
         self.q = nn.Linear(hidden_size, hidden_size)
         # One fused projection for keys and values, as NVlabs: one GEMM instead of two.
         self.kv = nn.Linear(hidden_size, 2 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
+        drop = config.hidden_dropout_prob
+        self.proj_drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
             self.sr = nn.Conv2d(hidden_size, hidden_size, sr_ratio, sr_ratio)
@@ -105,19 +115,24 @@ class EfficientSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the attended tokens (B, N, C) and, from implementations that compute them, the weights (B, h, N, M)."""
         batch, length, channels = x.shape
         q = self.q(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
         kv = self.kv(self._reduced(x, height, width))  # (B, M, 2C)
         k, v = kv.view(batch, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, M, d)
-        drop = self.attn_drop if self.training else 0.0
-        weights = None
-        if output_attentions:
-            weights = torch.softmax(q @ k.transpose(-2, -1) * self.head_dim**-0.5, dim=-1)  # (B, h, N, M)
-            out = F.dropout(weights, drop, self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, N, d)
-        out = out.transpose(1, 2).reshape(batch, length, channels)
-        return self.proj_drop(self.proj(out)), weights
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        # `output_attentions` lets transformers' SDPA function warn, as on stock Segformer, that it has no weights.
+        out, weights = attention(
+            self,
+            q,
+            k,
+            v,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            output_attentions=output_attentions,
+        )  # (B, N, h, d), (B, h, N, M) or None
+        return self.proj_drop(self.proj(out.reshape(batch, length, channels))), weights
 
 
 class MixFFN(nn.Module):
@@ -144,13 +159,7 @@ class MixTransformerBlock(GradientCheckpointingLayer):
         super().__init__()
         size = config.hidden_sizes[stage]
         self.norm1 = nn.LayerNorm(size, eps=config.layer_norm_eps)
-        self.attn = EfficientSelfAttention(
-            size,
-            config.num_attention_heads[stage],
-            config.sr_ratios[stage],
-            config.attention_probs_dropout_prob,
-            config.hidden_dropout_prob,
-        )
+        self.attn = EfficientSelfAttention(config, size, config.num_attention_heads[stage], config.sr_ratios[stage])
         self.norm2 = nn.LayerNorm(size, eps=config.layer_norm_eps)
         ffn_size = int(size * config.mlp_ratios[stage])
         self.mlp = MixFFN(size, ffn_size, config.hidden_act, config.hidden_dropout_prob)
@@ -182,7 +191,7 @@ class MixTransformerStage(nn.Module):
         attentions = ()
         for block in self.blocks:
             x, weights = block(x, height, width, output_attentions)
-            attentions += (weights,) if output_attentions else ()
+            attentions += (weights,) if output_attentions and weights is not None else ()
         return tokens_to_image(self.norm(x), height, width), attentions  # (B, C, H, W), channels-last
 
 
