@@ -5,6 +5,8 @@
                                                                 # it with the transformers Auto classes
     masks = segtune.segment("outputs/demo", ["a.jpg"])          # class-index maps, any checkpoint
 
+The command lines are one `segtune` program (`segtune --help`; segtune/commands/).
+
 `import segtune` itself is light (no torch): the public names below are imported on first use, so the
 command lines can check a recipe before loading torch. Using any model name, or anything that builds or
 loads a model, registers the MixTransformer classes with AutoConfig, AutoModel, AutoBackbone and

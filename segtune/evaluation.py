@@ -1,4 +1,4 @@
-"""Evaluation at native label resolution, shared by the training loop and `python -m segtune.evaluate`.
+"""Evaluation at native label resolution, shared by the training loop and `segtune evaluate`.
 
 Each sample is predicted (whole, sliding window or TTA, per `recipe.eval`), its class scores resized to
 the label's native size before the argmax, and scored into a per-sample confusion matrix;

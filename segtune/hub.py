@@ -251,7 +251,7 @@ def push(
         _record_pending(output_dir, repo_id, model_format, error)
         raise HubError(
             f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
-            f"{output_dir}: run `python -m segtune.push {output_dir}` to retry"
+            f"{output_dir}: run `segtune push {output_dir}` to retry"
         ) from error
     pending_file.unlink(missing_ok=True)
     return url

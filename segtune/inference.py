@@ -4,7 +4,7 @@
     masks = segtune.segment("outputs/demo", ["a.jpg", "b.jpg"], mode="slide")   # (H, W) class maps per image
 
 How to predict is one `EvalConfig` (`recipe.eval`): its defaults are the paper's, and the evaluation,
-`segment` and `python -m segtune.predict` all read them from there. Every score function returns class
+`segment` and `segtune predict` all read them from there. Every score function returns class
 scores at the resolution of the image it was given; callers resize those to the label's native
 resolution before the argmax, so scoring never uses a resized label.
 """

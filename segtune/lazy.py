@@ -1,6 +1,6 @@
 """Lazy package exports (PEP 562): a package names its public objects, each imported on first use.
 
-`python -m segtune.finetune --recipe x.yaml` validates the recipe before torch is loaded, and
+`segtune train --recipe x.yaml` validates the recipe before torch is loaded, and
 `import segtune.recipe` must stay light, but every import of a submodule runs its package's
 `__init__` first. So the package `__init__`s list their exports here instead of importing them.
 """

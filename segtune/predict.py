@@ -1,98 +1,10 @@
-"""Predict segmentation maps for images with any checkpoint: colour masks, overlays, raw class indices.
+"""`python -m segtune.predict`: the older name of `segtune predict`."""
 
-python -m segtune.predict --model outputs/demo images/*.jpg --out predictions/
-python -m segtune.predict --model user/segformer-b0-city city.png --out out/ --mode slide --raw
-
-The library function is `segtune.segment(model, images)` (segtune/inference.py).
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from .commands import alias
 
-from . import cli
-from .recipe import EVAL_MODES, EvalConfig
-
-_DEFAULTS = EvalConfig()
-
-
-def write_prediction(
-    image: Image.Image, label: np.ndarray, palette: list, out: Path, stem: str, raw: bool
-) -> list[Path]:
-    """Colour mask, overlay and (optionally) raw class-index PNG for one image; return the paths."""
-    from .visualize import colorize, overlay, to_pil
-
-    written = [out / f"{stem}_mask.png", out / f"{stem}_overlay.png"]
-    to_pil(colorize(label, palette)).save(written[0])
-    to_pil(overlay(image, label, palette)).save(written[1])
-    if raw:
-        written.append(out / f"{stem}_labels.png")
-        dtype = np.uint8 if label.max(initial=0) < 256 else np.uint16
-        Image.fromarray(label.astype(dtype)).save(written[-1])
-    return written
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.ArgumentParser("segtune.predict", "Predict segmentation maps with a SegFormer checkpoint.")
-    parser.add_argument("--model", required=True, help="checkpoint directory or Hub repo id")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--raw", action="store_true", help="also write the class-index PNG")
-    parser.add_argument("--mode", choices=EVAL_MODES, default=_DEFAULTS.mode)
-    parser.add_argument("--crop_size", type=int, nargs=2, default=_DEFAULTS.crop_size, metavar=("H", "W"))
-    parser.add_argument("--stride", type=int, nargs=2, default=_DEFAULTS.stride, metavar=("H", "W"))
-    parser.add_argument("--tta", action="store_true", help="average over eval.tta_scales and flips")
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1 ...")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write predictions for every readable image; report unreadable ones by name; exit 1 if any failed."""
-    return cli.main(parse_args(argv), predict)
-
-
-def predict(args: argparse.Namespace) -> int:
-    from .errors import is_user_error
-    from .inference import open_image, segment
-    from .models.loading import load_for_inference
-    from .visualize import palette_for
-
-    model, processor = load_for_inference(args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failed, readable = [], []
-    for path in args.images:
-        try:
-            readable.append((Path(path), open_image(path)))
-        except Exception as error:
-            if not is_user_error(error):
-                raise
-            failed.append(str(error))
-    labels = segment(
-        model,
-        [image for _, image in readable],
-        processor=processor,
-        batch_size=args.batch_size,
-        device=args.device,
-        mode=args.mode,
-        crop_size=tuple(args.crop_size),
-        stride=tuple(args.stride),
-        tta=args.tta,
-    )
-    palette = palette_for(model.config)
-    for (path, image), label in zip(readable, labels):
-        write_prediction(image, label, palette, out, path.stem, args.raw)
-    print(f"wrote {len(readable)} predictions to {out}")
-    for message in failed:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if failed else 0
-
+main = alias("predict", "python -m segtune.predict")
 
 if __name__ == "__main__":
     sys.exit(main())

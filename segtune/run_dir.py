@@ -11,7 +11,7 @@ OUTPUT/
   README.md                                the model card of the last push
   runs/                                    tracker logs (TensorBoard, ...)
   checkpoints/step-00001000/               Accelerate's state, run_state.json and recipe.yaml
-  .push_pending.json                       a failed push, to retry with `python -m segtune.push`
+  .push_pending.json                       a failed push, to retry with `segtune push`
 """
 
 from __future__ import annotations

@@ -10,38 +10,46 @@ import sys
 
 import pytest
 
-from segtune.data.check import main as check_main
-from segtune.evaluate import main as evaluate_main
-from segtune.finetune import main as finetune_main
+from segtune.commands import main
+from segtune.data.__main__ import main as data_alias
+from segtune.finetune import main as finetune_alias
 from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
-from segtune.predict import main as predict_main
-from segtune.push import main as push_main
+from segtune.predict import main as predict_alias
+from segtune.push import main as push_alias
 from tests.conftest import TINY_RUN
 
+# Every command, by the name its usage line gives it: its `main`, and the arguments that select it there.
 COMMANDS = {
-    "segtune.data": check_main,
-    "segtune.finetune": finetune_main,
-    "segtune.evaluate": evaluate_main,
-    "segtune.predict": predict_main,
-    "segtune.push": push_main,
+    "segtune train": (main, ["train"]),
+    "segtune evaluate": (main, ["evaluate"]),
+    "segtune predict": (main, ["predict"]),
+    "segtune push": (main, ["push"]),
+    "segtune data check": (main, ["data", "check"]),
+    "segtune recipe show": (main, ["recipe", "show"]),
+    "python -m segtune.finetune": (finetune_alias, []),
+    "python -m segtune.predict": (predict_alias, []),
+    "python -m segtune.push": (push_alias, []),
+    "python -m segtune.data check": (data_alias, ["check"]),
 }
 
 
-@pytest.mark.parametrize("module", sorted(COMMANDS))
-def test_help_names_the_command_as_it_is_run(module, capsys):
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_names_the_command_as_it_is_run(name, capsys):
+    command, selector = COMMANDS[name]
     with pytest.raises(SystemExit) as done:
-        COMMANDS[module](["--help"])
+        command([*selector, "--help"])
     assert done.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: python -m {module} ")
+    assert capsys.readouterr().out.startswith(f"usage: {name} ")
 
 
-@pytest.mark.parametrize("module", sorted(COMMANDS))
-def test_misuse_exits_1_with_one_error_line(module, capsys):
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_misuse_exits_1_with_one_error_line(name, capsys):
+    command, selector = COMMANDS[name]
     with pytest.raises(SystemExit) as done:
-        COMMANDS[module](["--no_such_option"])
+        command([*selector, "--no_such_option"])
     assert done.value.code == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"usage: python -m {module}") and "\nerror: " in err
+    assert err.startswith(f"usage: {name}") and err.count("error: ") == 1 and "\nerror: " in err
 
 
 def test_snake_case_options_also_answer_to_kebab_case(tmp_path, finished_run, capsys):
@@ -49,18 +57,19 @@ def test_snake_case_options_also_answer_to_kebab_case(tmp_path, finished_run, ca
     for spelling in ("--crop_size", "--crop-size"):
         out = tmp_path / spelling
         args = ["--model", str(finished_run), str(image), "--out", str(out), "--mode", "slide", spelling, "32", "32"]
-        assert predict_main([*args, "--batch-size", "1", "--stride", "24", "24"]) == 0
+        assert main(["predict", *args, "--batch-size", "1", "--stride", "24", "24"]) == 0
         assert (out / "predictions_mask.png").is_file()
-    assert finetune_main(["--recipe", "demo.yaml", "--output-dir", str(tmp_path), "--set", "optim.lr=-1"]) == 1
+    assert main(["train", "--recipe", "demo.yaml", "--output-dir", str(tmp_path), "--set", "optim.lr=-1"]) == 1
 
 
 def test_the_same_user_error_exits_1_from_every_command(finished_run, capsys):
     bad = ["--set", "data.nope=1"]
-    assert finetune_main(["--recipe", "demo.yaml", *bad]) == 1
-    assert evaluate_main(["--model", str(finished_run), "--recipe", "demo.yaml", *bad]) == 1
-    assert check_main(["check", *bad]) == 1
-    assert capsys.readouterr().err.count("unknown key 'data.nope'") == 3
-    assert push_main([str(finished_run.parent)]) == 1
+    assert main(["train", "--recipe", "demo.yaml", *bad]) == 1
+    assert main(["evaluate", "--model", str(finished_run), "--recipe", "demo.yaml", *bad]) == 1
+    assert main(["data", "check", *bad]) == 1
+    assert main(["recipe", "show", "demo.yaml", *bad]) == 1
+    assert capsys.readouterr().err.count("unknown key 'data.nope'") == 4
+    assert main(["push", str(finished_run.parent)]) == 1
     assert "not a finished segtune run" in capsys.readouterr().err
 
 
@@ -75,18 +84,18 @@ def test_a_bug_keeps_its_traceback_after_saving_a_checkpoint(tmp_path, monkeypat
         return real(self, logits, labels)
 
     monkeypatch.setattr(MixTransformerForSemanticSegmentation, "loss", buggy_loss)
-    args = ["--recipe", "demo.yaml", "--output_dir", str(tmp_path / "run"), "--set", *TINY_RUN]
+    args = ["train", "--recipe", "demo.yaml", "--output_dir", str(tmp_path / "run"), "--set", *TINY_RUN]
     with pytest.raises(TypeError, match="unsupported operand"):  # not turned into a one-line error
-        finetune_main(args)
+        main(args)
     err = capsys.readouterr().err
     assert re.search(r"training stopped at step 2 by TypeError; saved \S+step-00000002, continue with", err)
     assert "error:" not in err
     monkeypatch.undo()
-    assert finetune_main([*args, "--resume"]) == 0
+    assert main([*args, "--resume"]) == 0
 
 
 def test_evaluate_ends_with_the_miou(finished_run, capsys):
-    assert evaluate_main(["--model", str(finished_run), "--recipe", "demo.yaml", "--set", *TINY_RUN]) == 0
+    assert main(["evaluate", "--model", str(finished_run), "--recipe", "demo.yaml", "--set", *TINY_RUN]) == 0
     assert re.fullmatch(r"mIoU 0\.\d{4} \(.+ on demo, whole inference\)", capsys.readouterr().out.splitlines()[-1])
 
 
@@ -107,7 +116,7 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 @pytest.mark.slow  # a fresh interpreter loads torch and trains two steps (~15 s)
 def test_the_quick_start_prints_no_warning_and_one_line_per_checkpoint(tmp_path):
     out = tmp_path / "demo"
-    done = _run("segtune.finetune", "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN)
+    done = _run("segtune", "train", "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN)
     assert done.returncode == 0, done.stderr
     assert not re.search(r"warn", done.stderr, re.IGNORECASE), done.stderr
     assert "accelerate.checkpointing" not in done.stderr + done.stdout and ".tmp-step" not in done.stdout

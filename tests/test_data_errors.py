@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from segtune.commands import main
 from segtune.data import build_datasets, check_dataset, make_loader
-from segtune.data.check import main
 from segtune.errors import DatasetError
 from tests.data_fixtures import (
     folder_recipe,
@@ -201,14 +201,14 @@ def test_check_reports_histogram_and_every_problem(tmp_path, capsys):
     text = "\n".join(report.problems)
     assert "lonely.png' has no mask" in text and "img_1.png'): not a readable image" in text and "[42]" in text
     assert report.histograms["train"][:3].sum() == 3 * 24 * 32  # three readable train samples
-    exit_code = main(["check", "--set", "data.source=folder", f"data.path={root}", "data.num_labels=3"])
+    exit_code = main(["data", "check", "--set", "data.source=folder", f"data.path={root}", "data.num_labels=3"])
     out = capsys.readouterr().out
     assert exit_code == 1
     assert "class_0" in out and "3 problem(s) found" in out and "(ignored: 255)" in out
 
 
 def test_check_refuses_a_bad_recipe(tmp_path, capsys):
-    assert main(["check", "--set", "data.nope=1"]) == 1
+    assert main(["data", "check", "--set", "data.nope=1"]) == 1
     assert "unknown key 'data.nope'" in capsys.readouterr().err
 
 
@@ -218,7 +218,7 @@ def test_check_passes_a_clean_dataset_from_the_command_line(tmp_path):
     recipe_file = tmp_path / "city.yaml"
     recipe_file.write_text(f"data:\n  source: cityscapes\n  path: {tmp_path}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "segtune.data", "check", "--recipe", str(recipe_file)],
+        [sys.executable, "-m", "segtune", "data", "check", "--recipe", str(recipe_file)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -145,7 +145,7 @@ def test_failed_push_keeps_everything_and_the_next_push_retries(hub_env, run_cop
     monkeypatch.setattr(HfApi, "upload_folder", failing_upload)
     with pytest.raises(
         HubError,
-        match=rf"push to {REPO} failed \(ConnectionRefusedError.*everything is kept in .*python -m segtune.push",
+        match=rf"push to {REPO} failed \(ConnectionRefusedError.*everything is kept in .*run `segtune push ",
     ):
         push(run_copy, REPO)
     assert (run_copy / PENDING_FILE).is_file()

@@ -39,6 +39,14 @@ def test_the_source_registry_imports_nothing_heavy():
     assert not loaded & {"numpy", "torch", "datasets", "PIL", "transformers"}, loaded
 
 
+def test_the_command_line_imports_nothing_heavy_until_a_command_runs():
+    """`segtune --help`, and a recipe refused by `segtune train`, answer without loading torch."""
+    loaded = _imported_after(
+        "from segtune.commands import build_parser; build_parser().parse_args(['train', '--recipe', 'x'])"
+    )
+    assert not loaded & {"torch", "transformers", "datasets", "accelerate", "numpy", "PIL"}, loaded
+
+
 def test_validating_a_recipe_imports_nothing_heavy():
     loaded = _imported_after("from segtune.recipe import load_recipe; load_recipe('cityscapes.yaml')")
     assert not loaded & {"torch", "transformers", "datasets", "accelerate"}, loaded
@@ -135,7 +143,7 @@ def test_lower_layers_import_nothing_above_them():
                 m for m in graph[module] if m.startswith(("segtune.train", "segtune.models", "segtune.evaluation"))
             }
             assert not above, (module, above)
-    assert not {m for m in graph["segtune.evaluate"] if m.startswith("segtune.train")}  # the CLI uses evaluation.py
+    assert not {m for m in graph["segtune.commands.evaluate"] if m.startswith("segtune.train")}  # uses evaluation.py
 
 
 def test_the_recipe_imports_nothing_from_data():

@@ -1,4 +1,4 @@
-"""Inference for users: `segtune.segment`, `python -m segtune.predict` and `python -m segtune.evaluate`."""
+"""Inference for users: `segtune.segment`, `segtune predict` and `segtune evaluate`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
 
 import segtune
-from segtune.evaluate import main as evaluate_main
+from segtune.commands import main
 from segtune.evaluation import evaluate_checkpoint
 from segtune.models.mix_transformer import MixTransformerConfig
-from segtune.predict import main as predict_main
 from segtune.recipe import load_recipe
 from tests.conftest import TINY_RUN
 
@@ -53,7 +52,7 @@ def test_predict_api_returns_class_maps_at_each_image_size(finished_run, images)
 
 def test_predict_command_writes_masks_overlays_and_raw_labels(finished_run, images, tmp_path, capsys):
     out = tmp_path / "out"
-    assert predict_main(["--model", str(finished_run), *map(str, images), "--out", str(out), "--raw"]) == 0
+    assert main(["predict", "--model", str(finished_run), *map(str, images), "--out", str(out), "--raw"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{p.stem}_{kind}.png" for p in images for kind in ("mask", "overlay", "labels")
     )
@@ -69,17 +68,19 @@ def test_unreadable_image_is_named_and_the_rest_still_written(finished_run, imag
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     out = tmp_path / "out"
-    assert predict_main(["--model", str(finished_run), str(images[0]), str(broken), "--out", str(out)]) == 1
+    assert main(["predict", "--model", str(finished_run), str(images[0]), str(broken), "--out", str(out)]) == 1
     assert f"{broken}: cannot read the image" in capsys.readouterr().err
     assert (out / "street_mask.png").is_file() and not (out / "broken_mask.png").exists()
 
 
 def test_bad_checkpoints_get_clear_errors(finished_run, tmp_path, images, capsys):
-    assert predict_main(["--model", str(tmp_path / "nowhere" / "x"), str(images[0]), "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(["predict", "--model", str(tmp_path / "nowhere" / "x"), str(images[0]), "--out", str(tmp_path / "o")]) == 1
+    )
     assert "no such local directory" in capsys.readouterr().err
     incomplete = shutil.copytree(finished_run, tmp_path / "incomplete")
     (incomplete / "model.safetensors").unlink()
-    assert predict_main(["--model", str(incomplete), str(images[0]), "--out", str(tmp_path / "o")]) == 1
+    assert main(["predict", "--model", str(incomplete), str(images[0]), "--out", str(tmp_path / "o")]) == 1
     assert "not a model checkpoint; expected config.json and weights (*.safetensors)" in capsys.readouterr().err
 
 
@@ -89,7 +90,7 @@ def test_evaluate_reproduces_the_runs_own_metrics(finished_run, capsys):
     recorded = json.loads((finished_run / "metrics.json").read_text())
     assert float(results["mean_iou"]) == pytest.approx(recorded["mean_iou"])
     assert names[1] == "disc"
-    assert evaluate_main(["--model", str(finished_run), "--recipe", str(finished_run / "recipe.yaml")]) == 0
+    assert main(["evaluate", "--model", str(finished_run), "--recipe", str(finished_run / "recipe.yaml")]) == 0
     assert "disc" in capsys.readouterr().out
 
 
@@ -99,13 +100,13 @@ def test_evaluate_a_transformers_checkpoint_and_refuse_a_label_mismatch(tmp_path
         MixTransformerConfig.from_variant("mit-b0", num_labels=6).to_segformer_config()
     )
     stock.save_pretrained(tmp_path / "stock")
-    assert evaluate_main(["--model", str(tmp_path / "stock"), *recipe_args, "--json", str(tmp_path / "r.json")]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "stock"), *recipe_args, "--json", str(tmp_path / "r.json")]) == 0
     assert set(json.loads((tmp_path / "r.json").read_text())) >= {"mean_iou", "per_category_iou"}
     wrong = SegformerForSemanticSegmentation(
         MixTransformerConfig.from_variant("mit-b0", num_labels=150).to_segformer_config()
     )
     wrong.save_pretrained(tmp_path / "wrong")
-    assert evaluate_main(["--model", str(tmp_path / "wrong"), *recipe_args]) == 1
+    assert main(["evaluate", "--model", str(tmp_path / "wrong"), *recipe_args]) == 1
     assert "predicts 150 classes; the recipe's data has 6" in capsys.readouterr().err
 
 

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import segtune.train.loop as loop
+from segtune.commands import main
 from segtune.errors import DatasetError, RecipeError, TrainingError
 from segtune.evaluation import evaluate_checkpoint
-from segtune.finetune import main as finetune_main
 from segtune.models.mix_transformer import CheckpointError, MixTransformerForSemanticSegmentation
 from segtune.recipe import load_recipe
 from segtune.train import train
@@ -182,17 +182,17 @@ def test_resume_with_another_recipe_is_refused_naming_the_keys(tmp_path):
 
 def test_output_directory_of_a_finished_run_is_protected(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN, "train.max_steps=2"]
-    assert finetune_main(args) == 0
-    assert finetune_main(args) == 1
+    args = ["train", "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN, "train.max_steps=2"]
+    assert main(args) == 0
+    assert main(args) == 1
     assert "already holds a finished run" in capsys.readouterr().err
-    assert finetune_main([*args, "--overwrite"]) == 0
+    assert main([*args, "--overwrite"]) == 0
 
 
 def test_command_line_errors_are_clear(capsys):
-    assert finetune_main(["--recipe", "nope.yaml"]) == 1
+    assert main(["train", "--recipe", "nope.yaml"]) == 1
     assert "recipe 'nope.yaml' not found" in capsys.readouterr().err
-    assert finetune_main(["--recipe", "demo.yaml", "--set", "optim.lr=-1"]) == 1
+    assert main(["train", "--recipe", "demo.yaml", "--set", "optim.lr=-1"]) == 1
     assert "optim.lr: expected positive, found -1.0" in capsys.readouterr().err
 
 

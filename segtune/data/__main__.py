@@ -1,7 +1,10 @@
-"""`python -m segtune.data check --recipe X [--set KEY=VALUE ...]`: validate a dataset (see check.py)."""
+"""`python -m segtune.data check ...`: the older name of `segtune data check`."""
 
 import sys
 
-from .check import main
+from ..commands import alias
 
-sys.exit(main())
+main = alias("data", "python -m segtune.data")
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Validate a dataset before training: every mask read once, a class histogram, every problem listed.
 
-    python -m segtune.data check --recipe my_folder.yaml --set data.path=/data/mine
+    segtune data check --recipe my_folder.yaml --set data.path=/data/mine      # the command that prints it
 
 Problems are collected rather than raised (listing problems as under `data.skip_invalid`, then each
 sample's): unpaired files, lossy masks, unreadable files, image/mask size mismatches, mask values
@@ -11,7 +11,6 @@ Each sample goes through `preflight.check_sample`, the same check `data.check: f
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -89,25 +88,3 @@ def check_dataset(
             if progress is not None and ((index + 1) % _PROGRESS_EVERY == 0 or index + 1 == total):
                 progress(f"{split}: {index + 1}/{total} samples checked")
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m segtune.data check`: print the report; exit 1 when problems were found or the recipe is bad."""
-    from .. import cli
-
-    parser = cli.ArgumentParser("segtune.data", __doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate a dataset: class histogram and problems")
-    check.add_argument("--recipe", default=None, help="recipe file or shipped recipe name (default: the defaults)")
-    check.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted recipe overrides")
-    check.add_argument("--decode_images", action="store_true", help="decode every image fully, not just its header")
-    return cli.main(parser.parse_args(argv), _check)
-
-
-def _check(args) -> int:
-    from ..recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.set)
-    report = check_dataset(recipe, args.decode_images, progress=lambda line: print(line, file=sys.stderr))
-    print(report.format())
-    return 0 if report.ok else 1

@@ -6,7 +6,7 @@
 
 `build_datasets` runs it on the train and eval splits (after `data.max_*_samples`), so a bad mask stops a
 run before it starts, not hours into it. It raises one DatasetError listing the problems, one line each, as
-`python -m segtune.data check` prints them (that command runs the same per-sample check, at `full`, plus a
+`segtune data check` prints them (that command runs the same per-sample check, at `full`, plus a
 class histogram). Under `data.skip_invalid` it only warns: the samples are skipped when read, as always.
 Unpaired files were already found while the source listed them.
 """

@@ -1,0 +1,39 @@
+"""Push a finished run to the Hugging Face Hub.
+
+segtune push outputs/cityscapes --repo_id user/segformer-b0-cityscapes [--private] [--format segformer]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..recipe import ARCHS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", help="the run's output directory")
+    parser.add_argument(
+        "--repo_id", help="user/name (default: that of the failed push being retried, else the run's hub.repo_id)"
+    )
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        default=None,
+        help="create the repo private (default: the run's hub.private)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=ARCHS,
+        help="mix_transformer (remote code) or segformer (stock transformers) (default: that of the failed push being retried, else the run's hub.format)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="push even if the repo holds another model (default: refuse)"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """Push; print the commit URL."""
+    from ..hub import push
+
+    url = push(args.output_dir, args.repo_id, private=args.private, model_format=args.format, overwrite=args.overwrite)
+    print(f"pushed: {url}")
