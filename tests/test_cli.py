@@ -119,6 +119,8 @@ def test_the_quick_start_prints_no_warning_and_one_line_per_checkpoint(tmp_path)
     done = _run("segtune", "train", "--recipe", "demo.yaml", "--output_dir", str(out), "--set", *TINY_RUN)
     assert done.returncode == 0, done.stderr
     assert not re.search(r"warn", done.stderr, re.IGNORECASE), done.stderr
+    assert re.search(r"training: 100%\|", done.stderr)  # segtune's bar, while transformers' stay off:
+    assert "Loading weights" not in done.stderr and "Writing model shards" not in done.stderr
     assert "accelerate.checkpointing" not in done.stderr + done.stdout and ".tmp-step" not in done.stdout
     saved = re.findall(r"^step (\d): saved (\S+)$", done.stdout, re.MULTILINE)
     assert saved == [

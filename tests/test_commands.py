@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _python(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=_env(**extra_env))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on leaving: nothing listens there
 
 
 def test_help_lists_every_command_with_its_description(capsys):
@@ -171,3 +178,31 @@ def test_accelerate_launch_runs_finetune_py_as_a_file(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^step 4: saved ", done.stdout, re.MULTILINE)
     assert json.loads((out / "metrics.json").read_text())["mean_iou"] >= 0
+
+
+@pytest.mark.slow  # a fresh interpreter loads torch and a model (~8 s)
+def test_predict_prints_no_progress_bar_of_transformers(finished_run, tmp_path):
+    image = finished_run / "predictions.png"
+    done = _python("-m", "segtune", "predict", "--model", str(finished_run), str(image), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"wrote 1 predictions to {tmp_path}\n"
+    assert done.stderr == ""  # no "Loading weights: 100%|..."
+
+
+@pytest.mark.slow  # a fresh interpreter, stopped after huggingface_hub's second retry (~10 s)
+def test_each_hub_retry_line_is_printed_once(tmp_path):
+    """Offline, `model.init: pretrained` retries the Hub: each of huggingface_hub's lines once, not also as
+    `WARNING huggingface_hub...: ...` (its own handler and the root one both printed it)."""
+    command = [sys.executable, "-m", "segtune", "train", "--recipe", "demo.yaml", "--output_dir", str(tmp_path / "run")]
+    command += ["--set", *TINY_RUN, "model.init=pretrained", "model.init_from=user/not-cached"]
+    env = _env(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="0")
+    lines = []
+    with subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+        for line in process.stderr:  # ends at the latest when the retries are exhausted and the run stops
+            lines.append(line)
+            if "[Retry 2/5]" in line:
+                break
+        process.kill()
+    retries = [line for line in lines if "[Retry 1/5]" in line]
+    failures = [line for line in lines if "Connection refused" in line]
+    assert len(retries) == 1 and len(failures) == 2, "".join(lines)  # two attempts, one retry between them

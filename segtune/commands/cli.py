@@ -1,10 +1,12 @@
-"""What every command shares: one option spelling, one exit status per outcome, one-line user errors.
+"""What every command shares: one option spelling, one exit status per outcome, one-line user errors, quiet libraries.
 
 - Options are spelt as in transformers' scripts, `--output_dir`, `--crop_size`; the `--output-dir`
   spelling is accepted too.
 - Exit status 0 on success, 1 for any user error (bad option, recipe, data, checkpoint), printed as one
   `error: ...` line; a bug keeps its traceback.
-- Logging goes to stderr as `LEVEL name: message`; the noisy INFO of the libraries stays off.
+- Logging goes to stderr as `LEVEL name: message`, each record once (a library that prints through a handler of
+  its own, as huggingface_hub and datasets do, keeps its format); the noisy INFO of the libraries stays off.
+- transformers' progress bars for loading and saving weights stay off; segtune's training bar stays on.
 """
 
 from __future__ import annotations
@@ -68,9 +70,43 @@ def main(args: argparse.Namespace, command: Callable[[argparse.Namespace], int |
 
 
 def setup_logging() -> None:
-    """segtune's INFO lines on stderr; other libraries' at WARNING."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    """segtune's INFO lines on stderr; other libraries' at WARNING; each record printed once."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_not_printed_by_its_library)
+    # A no-op where the root logger already has a handler (a notebook, pytest): theirs are left alone.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING, handlers=[handler])
     logging.getLogger("segtune").setLevel(logging.INFO)
+
+
+def _not_printed_by_its_library(record: logging.LogRecord) -> bool:
+    """False for a record that a handler below the root has already printed.
+
+    huggingface_hub and datasets give their top logger a stderr handler of their own when imported, and
+    still let records propagate to the root (transformers too, when `CI` is set): without this, each of
+    their warnings (e.g. every Hub retry while offline) would print twice, once by each handler.
+    """
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.root:
+        if logger.handlers:
+            return False
+        logger = logger.parent
+    return True
+
+
+def quiet_transformers() -> None:
+    """Turn off transformers' progress bars ("Loading weights", "Writing model shards"), on every load and save.
+
+    transformers' switch also turns off huggingface_hub's download and upload bars, which tell a user
+    waiting for `nvidia/mit-b5` something: those are turned back on, unless HF_HUB_DISABLE_PROGRESS_BARS
+    (or an earlier call) had them off. segtune's training bar is a plain tqdm bar, which neither switch touches.
+    """
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    hub_bars_off = are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()
+    if not hub_bars_off:
+        enable_progress_bars()
 
 
 def run(command: Callable[[], int | None]) -> int:

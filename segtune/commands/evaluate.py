@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe, args.set)
+    cli.quiet_transformers()
     from ..evaluation import evaluate_checkpoint
     from ..metrics import per_class_table
     from ..run_dir import write_json

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..recipe import EVAL_MODES, EvalConfig
+from . import cli
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write predictions for every readable image; report unreadable ones by name; exit 1 if any failed."""
+    cli.quiet_transformers()
     from ..errors import is_user_error
     from ..inference import open_image, segment
     from ..models.loading import load_for_inference

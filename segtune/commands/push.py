@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..recipe import ARCHS
+from . import cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Push; print the commit URL."""
+    cli.quiet_transformers()
     from ..hub import push
 
     url = push(args.output_dir, args.repo_id, private=args.private, model_format=args.format, overwrite=args.overwrite)

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe, args.set)  # validated before torch is even imported
     if args.output_dir:
         recipe.train.output_dir = args.output_dir
+    cli.quiet_transformers()
     from ..train import train
 
     train(recipe, resume=args.resume, overwrite=args.overwrite)
