@@ -97,8 +97,8 @@ def quiet_transformers() -> None:
     """Turn off transformers' progress bars ("Loading weights", "Writing model shards"), on every load and save.
 
     transformers' switch also turns off huggingface_hub's download and upload bars, which tell a user
-    waiting for `nvidia/mit-b5` something: those are turned back on, unless HF_HUB_DISABLE_PROGRESS_BARS
-    (or an earlier call) had them off. segtune's training bar is a plain tqdm bar, which neither switch touches.
+    waiting for `nvidia/mit-b5` something: those are turned back on, unless they were off already
+    (HF_HUB_DISABLE_PROGRESS_BARS=1). segtune's training bar is a plain tqdm bar, which neither switch touches.
     """
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as transformers_logging

@@ -1,6 +1,8 @@
 """Push a finished run to the Hugging Face Hub.
 
-segtune push outputs/cityscapes --repo_id user/segformer-b0-cityscapes [--private] [--format segformer]
+    segtune push outputs/cityscapes --repo_id user/segformer-b0-cityscapes [--private] [--format segformer]
+
+Uploads the model, its image processor, the recipe, the metrics and a model card; prints the commit URL.
 """
 
 from __future__ import annotations

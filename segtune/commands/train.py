@@ -1,7 +1,9 @@
 """Fine-tune a SegFormer from a recipe.
 
-segtune train --recipe cityscapes.yaml --set model.variant=mit-b2
-accelerate launch -m segtune train --recipe cityscapes.yaml          # or: accelerate launch segtune/finetune.py
+    segtune train --recipe cityscapes.yaml --set model.variant=mit-b2
+    accelerate launch -m segtune train --recipe cityscapes.yaml    # or: accelerate launch segtune/finetune.py ...
+
+Evaluations and checkpoints print one line each above the progress bar; the run ends with the per-class table.
 """
 
 from __future__ import annotations
