@@ -33,21 +33,23 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_help_names_the_command_as_it_is_run(name, capsys):
+def _exit_status(name: str, option: str) -> int:
+    """Run the command `name` with one option, which ends it (SystemExit); return its exit status."""
     command, selector = COMMANDS[name]
     with pytest.raises(SystemExit) as done:
-        command([*selector, "--help"])
-    assert done.value.code == 0
+        command([*selector, option])
+    return done.value.code
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_names_the_command_as_it_is_run(name, capsys):
+    assert _exit_status(name, "--help") == 0
     assert capsys.readouterr().out.startswith(f"usage: {name} ")
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_misuse_exits_1_with_one_error_line(name, capsys):
-    command, selector = COMMANDS[name]
-    with pytest.raises(SystemExit) as done:
-        command([*selector, "--no_such_option"])
-    assert done.value.code == 1
+    assert _exit_status(name, "--no_such_option") == 1
     err = capsys.readouterr().err
     assert err.startswith(f"usage: {name}") and err.count("error: ") == 1 and "\nerror: " in err
 
