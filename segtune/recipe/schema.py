@@ -170,7 +170,7 @@ class EvalConfig:
     window_batch: int = 4  # sliding windows per forward pass
     batch_size: int = 1
     # torch.compile evaluation too, with dynamic shapes (one graph for every image size: measured, no
-    # recompiles). auto: whenever training compiles; `python -m segtune.evaluate` compiles only when true.
+    # recompiles). auto: whenever training compiles; `segtune evaluate` compiles only when true.
     compile: bool | str = "auto"
     num_visualizations: int = 8  # samples in the prediction grid
 
