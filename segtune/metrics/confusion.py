@@ -25,6 +25,7 @@ MAX_NUM_LABELS = 46_000  # the largest num_labels accepted; MeanIoU() keeps pred
 # torch's overhead per call): every op runs on the calling thread, on temporaries that stay in cache. A thread
 # pool is much slower whenever another process (a DataLoader worker) holds a core: its threads wait for each other.
 _CPU_CHUNK = 24_576
+_CHUNKED = ("cpu",)  # device types counted in chunks; on the others a map is one chunk, and `_fold` runs per pixel
 _MAX_CELLS = 1 << 22  # the table's limit (32 MiB of int64)
 _NEAR = 1023  # a chunk too wide for the table still gets one over its values this close to 0 (class ids)
 _INT32 = 1 << 31  # the table holds int32 values only: reference * columns + prediction never overflows
@@ -104,7 +105,7 @@ def confusion_matrix(
 def pairs_confusion(pairs: list[tuple[torch.Tensor, torch.Tensor]], num_labels: int, *settings: Any) -> torch.Tensor:
     """The (K + 1, K + 1) `_fold` of `paired_maps` under (ignore_index, label_map, reduce_labels): on the CPU, of
     their raw pairs' counts; on an accelerator, of every pixel, where it lies (no host sync)."""
-    if pairs and pairs[0][0].device.type != "cpu":
+    if pairs and pairs[0][0].device.type not in _CHUNKED:
         return sum(_fold((r.reshape(-1), p.reshape(-1), None), num_labels, *settings) for p, r in pairs)
     counts = PairCounts()
     for prediction, reference in pairs:
@@ -132,12 +133,12 @@ def metrics_from_confusion(
     `mean_accuracy`, `overall_accuracy` (np.float64), `per_category_iou` and `per_category_accuracy` ((K,)). Per
     class, IoU = hits / (labelled + predicted - hits), accuracy = hits / labelled; an absent class is NaN, left out
     of the means (`nan_to_num` replaces NaNs). Raises MetricError if the matrix is not square, 2-D, K >= 1."""
-    counts = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    counts = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix)
     k = counts.shape[0] - int(outside_bin) if counts.ndim == 2 else 0
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or k < 1:
         expected = "(K + 1, K + 1) with K >= 1 (outside_bin=True)" if outside_bin else "(K, K) with K >= 1"
         raise MetricError(f"metrics_from_confusion: expected a {expected} matrix, found shape {counts.shape}")
-    counts = counts.astype(np.int64)
+    counts = counts.astype(np.int64)  # no overflow in the sums below, whatever the matrix's dtype
     hits = np.diagonal(counts)[:k]
     labelled = counts[:k].sum(axis=1)  # includes predictions in the outside column
     predicted = counts[:, :k].sum(axis=0)  # includes references in the outside row
@@ -166,8 +167,8 @@ class PairCounts:
         """Count the pixel pairs of two integer maps of one shape, on `device` (on an accelerator: one host sync).
         Predictions below 0 count as -1, those above `max_prediction` as it: outside for any num_labels up to it."""
         prediction, reference = prediction.to(self.device).reshape(-1), reference.to(self.device).reshape(-1)
-        step = max(len(prediction), 1)  # on an accelerator, a map is one chunk
-        if self.device.type == "cpu":
+        step = max(len(prediction), 1)
+        if self.device.type in _CHUNKED:
             prediction, reference, step = prediction.numpy(), reference.numpy(), _CPU_CHUNK
         for start in range(0, len(prediction), step):
             self._count_chunk(prediction[start : start + step], reference[start : start + step], max_prediction)
