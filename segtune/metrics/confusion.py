@@ -114,9 +114,9 @@ def pairs_confusion(pairs: list[tuple[torch.Tensor, torch.Tensor]], num_labels: 
 
 
 def per_sample_confusion(predictions: Maps, references: Maps, num_labels: int, **settings: Any) -> torch.Tensor:
-    """A (B, K, K) or (B, K + 1, K + 1) stack of `confusion_matrix(..., **settings)`, one per sample, for
-    `gather_for_metrics`: it drops the duplicates padding an uneven last batch along dim 0 only (a per-batch sum
-    would keep them). Raises as `confusion_matrix`."""
+    """A (B, K, K) or (B, K + 1, K + 1) stack of `confusion_matrix(..., **settings)`, one per sample: what
+    `gather_for_metrics` needs to drop the duplicates that pad an uneven last batch (along dim 0 only, so a
+    per-batch sum would keep them). Raises as `confusion_matrix`."""
     num_labels = check_num_labels(num_labels, "per_sample_confusion")
     maps = paired_maps(predictions, references)
     samples = [pair for p, r in maps for pair in (zip(p, r) if p.ndim == 3 else [(p, r)])]
@@ -132,7 +132,7 @@ def metrics_from_confusion(
     """evaluate's `mean_iou` results from a (K, K) or (`outside_bin`) (K + 1, K + 1) matrix: `mean_iou`,
     `mean_accuracy`, `overall_accuracy` (np.float64), `per_category_iou` and `per_category_accuracy` ((K,)). Per
     class, IoU = hits / (labelled + predicted - hits), accuracy = hits / labelled; an absent class is NaN, left out
-    of the means (`nan_to_num` replaces NaNs). Raises MetricError if the matrix is not square, 2-D, K >= 1."""
+    of the means (`nan_to_num` replaces NaNs). Raises MetricError unless the matrix is 2-D, square, K >= 1."""
     counts = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix)
     k = counts.shape[0] - int(outside_bin) if counts.ndim == 2 else 0
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or k < 1:
