@@ -105,8 +105,9 @@ def confusion_matrix(
 def pairs_confusion(pairs: list[tuple[torch.Tensor, torch.Tensor]], num_labels: int, *settings: Any) -> torch.Tensor:
     """The (K + 1, K + 1) `_fold` of `paired_maps` under (ignore_index, label_map, reduce_labels): on the CPU, of
     their raw pairs' counts; on an accelerator, of every pixel, where it lies (no host sync)."""
-    if pairs and pairs[0][0].device.type not in _CHUNKED:
-        return sum(_fold((r.reshape(-1), p.reshape(-1), None), num_labels, *settings) for p, r in pairs)
+    device = pairs[0][0].device if pairs else torch.device("cpu")  # the first predictions'
+    if device.type not in _CHUNKED:
+        return sum(_fold((r.flatten(), p.flatten(), None), num_labels, *settings).to(device) for p, r in pairs)
     counts = PairCounts()
     for prediction, reference in pairs:
         counts.count(prediction, reference, max_prediction=num_labels)
