@@ -5,7 +5,7 @@ segtune is timed both ways it is used: `MeanIoU(num_labels=K)` with `update`, an
 the end). `evaluate.load("mean_iou")` needs the Hub, so the reference is tests/mean_iou_reference.py: the
 NumPy restatement of evaluate's algorithm (masked `np.histogram`s, map by map) that the parity
 tests use. Another line times `np.bincount` after boolean-mask indexing, the usual fast rewrite,
-which segtune's bincount trick is meant to beat. All run on the same maps in one process, one after
+which segtune's single counting pass is meant to beat. All run on the same maps in one process, one after
 the other in each repeat, so machine noise hits them alike; the results must be equal. All of them
 run on one thread (segtune's CPU chunks are too small for torch's thread pool, on purpose).
 

@@ -9,6 +9,7 @@ from PIL import Image
 from segtune.metrics import (
     MeanIoU,
     MetricError,
+    confusion,
     confusion_matrix,
     metrics_from_confusion,
     per_class_table,
@@ -197,7 +198,7 @@ def test_flipped_arrays_are_maps_too():
     assert_same_results(results, reference_mean_iou(*copies, num_labels=10, ignore_index=255))
 
 
-def test_more_than_179_classes_use_the_int32_index():
+def test_hundreds_of_classes_match_reference():
     rng = np.random.default_rng(1)
     references = [rng.integers(0, 310, size=(40, 50)), rng.integers(0, 310, size=(9, 70))]
     predictions = [rng.integers(-5, 305, size=r.shape) for r in references]
@@ -292,13 +293,13 @@ def test_deferred_mode_takes_ignore_index_and_reduce_labels_defaults_from_the_co
 @pytest.mark.parametrize(
     "name, references, predictions, settings",
     [
-        (  # dataset ids far from 0, remapped into classes: counted in a block that starts at 40000
+        (  # dataset ids far from 0, remapped into classes: counted in a table that starts at 40000
             "ids",
             np.random.default_rng(0).integers(40000, 40004, size=(30, 40)).astype(np.int32),
             np.random.default_rng(1).choice([0, 1, 2, 5000], size=(30, 40)),
             {"num_labels": 3, "ignore_index": 255, "label_map": {40000: 0, 40001: 1, 40002: 2, 40003: 255}},
         ),
-        (  # 150 classes and a uint16-style ignore value: too wide for one block, the 65535s are sorted
+        (  # 150 classes and a uint16-style ignore value: too wide for one table, the 65535s are sorted
             "uint16 ignore",
             np.where(np.arange(6000).reshape(60, 100) % 7 == 0, 65535, np.arange(6000).reshape(60, 100) % 150),
             np.arange(6000).reshape(60, 100) % 151,
@@ -371,6 +372,27 @@ def test_deferred_state_stays_on_the_gpu_and_matches_the_cpu():
     settings = {name: case[name] for name in SETTINGS}
     assert_same_results(on_gpu.compute(**settings), on_cpu.compute(**settings))
     assert_same_results(on_gpu.compute(**settings), reference_mean_iou(**case))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_accelerator_paths_match_reference_on_cpu_tensors(seed, monkeypatch):
+    """On an accelerator a map is counted in one piece, and with num_labels every pixel is folded where it lies
+    (no host sync): forced here on CPU tensors, every way of accumulating still gives evaluate's numbers."""
+    monkeypatch.setattr(confusion, "_CHUNKED", ())
+    case = wide_case(seed)
+    expected = reference_mean_iou(**case)
+    deferred = MeanIoU()
+    add_in_batches(deferred, case["predictions"], case["references"])
+    assert_same_results(deferred.compute(**{name: case[name] for name in SETTINGS}), expected)
+    assert_same_results(MeanIoU().compute(**case), expected)
+    case["label_map"] = None  # update() does not remap
+    expected = reference_mean_iou(**case)
+    settings = (case["num_labels"], case["ignore_index"], case["reduce_labels"])
+    streamed, gathered = MeanIoU(*settings), MeanIoU(*settings)
+    add_in_batches(streamed, case["predictions"], case["references"])
+    gathered.add_confusion(gathered.per_sample_confusion(case["predictions"], case["references"]))
+    assert_same_results(streamed.compute(nan_to_num=case["nan_to_num"]), expected)
+    assert_same_results(gathered.compute(nan_to_num=case["nan_to_num"]), expected)
 
 
 # --- evaluate semantics, spelled out ---------------------------------------------------------------
@@ -758,8 +780,8 @@ def test_metrics_from_confusion_refuses_a_non_square_matrix():
 
 
 @pytest.mark.parametrize("ignore_index", [255, 2, None])
-def test_fast_path_for_argmax_and_byte_labels_matches_evaluate(ignore_index):
-    """Predictions in [0, K) and references in [0, 256) take the three-pass path; labels past K (not ignored)
+def test_argmax_predictions_and_byte_labels_match_evaluate(ignore_index):
+    """Predictions in [0, K) and references in [0, 256), the common case; labels past K (not ignored)
     and an ignore index among the classes must still come out as evaluate counts them."""
     rng = np.random.default_rng(7)
     references = [rng.integers(0, 256, size=(300, 200)).astype(np.uint8) for _ in range(2)]
