@@ -66,33 +66,27 @@ def test_lossy_mask_and_duplicate_names(tmp_path):
     assert "images 'val/images/img_0.jpg', 'val/images/img_0.png' share one name" in str(error.value)
 
 
-def test_image_and_mask_of_different_sizes(tmp_path):
+def test_files_that_cannot_be_read_are_named_when_read(tmp_path):
+    """Read-time errors, with the pre-flight check (which stops earlier) off."""
     make_folder(tmp_path, "split")
     save(tmp_path / "train" / "masks" / "img_2.png", np.zeros((10, 12), np.uint8))
-    data = build_datasets(folder_recipe(tmp_path, "data.check=off"))  # read-time errors (pre-flight stops earlier)
-    with pytest.raises(
-        DatasetError,
-        match=r"train sample 2: image \('.*img_2.png'\) is 24x32 \(HxW\) but mask \('.*img_2.png'\) is 10x12",
-    ):
-        data.train[2]
-
-
-def test_corrupt_image_and_mask(tmp_path):
-    make_folder(tmp_path, "split")
     image = tmp_path / "train" / "images" / "img_0.png"
     image.write_bytes(image.read_bytes()[:300])  # a valid header, then nothing
     (tmp_path / "val" / "masks" / "img_1.png").write_bytes(b"garbage")
-    data = build_datasets(folder_recipe(tmp_path, "data.check=off"))  # read-time errors
-    with pytest.raises(
-        DatasetError,
-        match=r"train sample 0: image \('.*train/images/img_0.png'\): not a readable image \(OSError: image file is truncated",
-    ):
-        data.train[0]
-    with pytest.raises(
-        DatasetError,
-        match=r"validation sample 1: mask \('.*val/masks/img_1.png'\): not a readable mask image \(not an image PIL can identify",
-    ):
-        data.eval[1]
+    data = build_datasets(folder_recipe(tmp_path, "data.check=off"))
+    expected = {
+        (
+            data.train,
+            2,
+        ): r"train sample 2: image \('.*img_2.png'\) is 24x32 \(HxW\) but mask \('.*img_2.png'\) is 10x12",
+        (data.train, 0): r"train sample 0: image \('.*train/images/img_0.png'\): not a readable image \(OSError: "
+        r"image file is truncated",
+        (data.eval, 1): r"validation sample 1: mask \('.*val/masks/img_1.png'\): not a readable mask image \(not an "
+        r"image PIL can identify",
+    }
+    for (dataset, index), message in expected.items():
+        with pytest.raises(DatasetError, match=message):
+            dataset[index]
 
 
 def test_mask_values_out_of_range_are_listed(tmp_path):
