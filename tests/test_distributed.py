@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,11 +35,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
-    out = tmp_path / "run"
-    # accelerate's `--cpu` launcher starts several processes only through mpirun; torchrun (`--multi_gpu`)
-    # with ACCELERATE_USE_CPU starts them here, and Accelerate joins them over gloo (MULTI_CPU).
+def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
+    """`segtune/finetune.py` with `finetune_args` under `accelerate launch` on two CPU processes; asserts success.
+
+    accelerate's `--cpu` launcher starts several processes only through mpirun; torchrun (`--multi_gpu`) with
+    ACCELERATE_USE_CPU starts them here, and Accelerate joins them over gloo (MULTI_CPU).
+    """
     command = [
         sys.executable,
         "-m",
@@ -54,10 +56,17 @@ def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
         "no",
         "--main_process_port",
         str(_free_port()),
-        *_finetune_args(out, "data.synthetic.num_eval=5", "train.max_steps=2"),
+        *finetune_args,
     ]
     result = subprocess.run(command, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_score_every_eval_pixel_once(tmp_path):
+    out = tmp_path / "run"
+    result = _two_processes(*_finetune_args(out, "data.synthetic.num_eval=5", "train.max_steps=2"))
     distributed = json.loads((out / "metrics.json").read_text())
     # 5 eval scenes over 2 processes: Accelerate repeats one to even out the batches; it must not count.
     single, _ = evaluate_checkpoint(str(out), load_recipe(out / "recipe.yaml"))
@@ -109,4 +118,24 @@ def test_killed_after_a_checkpoint_then_resumed_equals_a_straight_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_resumed_after_an_evaluation_equal_a_straight_run(tmp_path):
+    """Evaluations every 2 steps with persistent DataLoader workers; resumed from the step-4 checkpoint."""
+    overrides = (
+        "train.max_steps=8",
+        "train.eval_steps=2",
+        "train.save_steps=4",
+        "data.num_workers=1",
+        "model.drop_path_rate=0.2",
+        "model.classifier_dropout_prob=0.2",
+    )
+    _two_processes(*_finetune_args(tmp_path / "straight", *overrides))
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "step-00000004"
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-00000004", checkpoint)
+    resumed = _two_processes(*_finetune_args(tmp_path / "resumed", *overrides), "--resume", str(checkpoint))
+    assert f"resumed from {checkpoint} at step 4" in resumed.stdout
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 
 import pytest
@@ -278,3 +279,51 @@ def test_the_loss_is_read_back_only_at_logging_evaluation_and_checkpoint_steps(t
     overrides = ["train.max_steps=9", "train.logging_steps=4", "train.eval_steps=6", "train.save_steps=9"]
     train(tiny_recipe(tmp_path / "run", *overrides))
     assert steps == [9] and sorted(set(reads)) == [4, 6, 8, 9]
+
+
+# Evaluations every 2 steps, a checkpoint every 4, DataLoader workers (persistent, as in real runs), dropout.
+AFTER_EVAL = (
+    "train.max_steps=8",
+    "train.eval_steps=2",
+    "train.save_steps=4",
+    "data.num_workers=1",
+    "model.drop_path_rate=0.2",
+    "model.classifier_dropout_prob=0.2",
+)
+
+
+def assert_same_weights(a, b) -> None:
+    first, second = final_weights(a), final_weights(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_resume_from_a_checkpoint_taken_after_an_evaluation_is_exact(tmp_path):
+    train(tiny_recipe(tmp_path / "straight", *AFTER_EVAL))
+    resumed = tmp_path / "resumed" / "checkpoints" / "step-00000004"
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-00000004", resumed)
+    train(tiny_recipe(tmp_path / "resumed", *AFTER_EVAL), resume=str(resumed))
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_interruption_after_an_evaluation_then_resume_is_exact(tmp_path, monkeypatch):
+    train(tiny_recipe(tmp_path / "straight", *AFTER_EVAL))
+    with monkeypatch.context() as patch:
+        _interrupt_at_batch(patch, 6, "ctrl-c")  # after the evaluations at steps 2 and 4: step 5 saved
+        with pytest.raises(TrainingError, match=r"interrupted \(Ctrl-C\) at step 5"):
+            train(tiny_recipe(tmp_path / "resumed", *AFTER_EVAL))
+    train(tiny_recipe(tmp_path / "resumed", *AFTER_EVAL), resume="latest")
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_resume_of_a_finished_run_says_so_and_rewrites_nothing(tmp_path, caplog):
+    out = tmp_path / "run"
+    first = train(tiny_recipe(out, "train.max_steps=2"))
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    with caplog.at_level(logging.INFO, logger="segtune"):
+        again = train(tiny_recipe(out, "train.max_steps=2"), resume="latest")
+    assert f"{out} already holds a finished run (step 2, mIoU {float(first['mean_iou']):.4f})" in caplog.text
+    assert "nothing to resume" in caplog.text and "resumed from" not in caplog.text
+    assert again["mean_iou"] == pytest.approx(float(first["mean_iou"]))
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == written

@@ -37,7 +37,7 @@ from .checkpoints import (
 )
 from .interrupts import StepSnapshot, sigterm_raises, stop
 from .optim import build_optimizer, build_scheduler
-from .output_dir import check_output_dir
+from .output_dir import check_output_dir, finished_results
 from .outputs import write_outputs
 from .sampler import EpochSampler
 from .threads import tune_cpu
@@ -100,18 +100,24 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
 
 
 def make_loaders(data: SegmentationData, recipe: Recipe) -> tuple[DataLoader, DataLoader]:
-    """Training loader over `EpochSampler` keys, and the evaluation loader."""
-    workers = recipe.data.num_workers
+    """Training loader over `EpochSampler` keys, and the evaluation loader.
+
+    Each has a generator of its own. A DataLoader draws its workers' base seed whenever an iterator is made,
+    from its generator, else from the global RNG that dropout draws from. The evaluation loader's persistent
+    workers make one iterator, at the first evaluation of a process: after a resume that comes at another
+    step than in a straight run, and a draw from the global RNG there would shift every dropout mask after it.
+    """
+    workers, seed = recipe.data.num_workers, recipe.train.seed
     train = make_loader(
         data.train,
         recipe.train.per_device_batch_size,
         workers,
-        sampler=EpochSampler(len(data.train), recipe.train.seed),
+        sampler=EpochSampler(len(data.train), seed),
         drop_last=True,  # equal batches: BatchNorm statistics and the schedule stay comparable
-        # Worker seeds come from this generator, not from the global RNG dropout draws from.
-        generator=torch.Generator().manual_seed(recipe.train.seed),
+        generator=torch.Generator().manual_seed(seed),
     )
-    return train, make_loader(data.eval, recipe.eval.batch_size, workers)
+    evaluation = make_loader(data.eval, recipe.eval.batch_size, workers, generator=torch.Generator().manual_seed(seed))
+    return train, evaluation
 
 
 def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
@@ -258,7 +264,8 @@ def save_resumable(run: Run) -> Path | None:
 
 
 def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) -> dict:
-    """Run a recipe end to end; return the final evaluation (evaluate's key names).
+    """Run a recipe end to end; return the final evaluation (evaluate's key names). With `resume` on a finished
+    run there is nothing to do: it says so and returns the run's recorded `metrics.json`.
 
     Raises:
         TrainingError: output directory conflicts, resume problems, a non-finite loss, or an
@@ -268,6 +275,9 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
         Any other exception: unchanged, after saving a resumable checkpoint.
     """
     validate(recipe)
+    if resume and not overwrite and run_dir.is_finished(recipe.output_dir):
+        check_same_recipe(resolve_resume(recipe.output_dir, resume), recipe)
+        return finished_results(recipe.output_dir)
     check_output_dir(recipe.output_dir, resume, overwrite)
     accelerator = make_accelerator(recipe)
     if accelerator.device.type == "cpu":

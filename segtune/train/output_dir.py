@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
 from .. import run_dir
 from ..errors import TrainingError
 from .checkpoints import list_checkpoints
+
+logger = logging.getLogger(__name__)
 
 
 def check_output_dir(output_dir: Path, resume: str | None, overwrite: bool) -> None:
@@ -30,6 +34,19 @@ def check_output_dir(output_dir: Path, resume: str | None, overwrite: bool) -> N
         raise TrainingError(
             f"{output_dir} holds checkpoints of an unfinished run; pass --resume latest to continue it or --overwrite"
         )
+
+
+def finished_results(output_dir: Path) -> dict:
+    """The recorded final evaluation of the finished run in `output_dir`, announced as such.
+
+    `--resume` on a finished run has nothing to resume: its results stay as they are.
+    """
+    results = json.loads((output_dir / run_dir.METRICS).read_text())
+    logger.info(
+        f"{output_dir} already holds a finished run (step {results.get('step')}, mIoU {results['mean_iou']:.4f}): "
+        "nothing to resume, its results are unchanged; pass --overwrite to train it again"
+    )
+    return results
 
 
 def clear_previous_run(output_dir: Path) -> None:
