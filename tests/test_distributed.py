@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -35,13 +38,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
-    """`segtune/finetune.py` with `finetune_args` under `accelerate launch` on two CPU processes; asserts success.
+def _launch_two(*finetune_args: str) -> list[str]:
+    """`accelerate launch` of `segtune/finetune.py` with `finetune_args` on two CPU processes.
 
     accelerate's `--cpu` launcher starts several processes only through mpirun; torchrun (`--multi_gpu`) with
     ACCELERATE_USE_CPU starts them here, and Accelerate joins them over gloo (MULTI_CPU).
     """
-    command = [
+    return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
@@ -58,7 +61,16 @@ def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
         str(_free_port()),
         *finetune_args,
     ]
-    result = subprocess.run(command, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=600)
+
+
+TWO_CPU = {"ACCELERATE_USE_CPU": "true"}
+
+
+def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
+    """`_launch_two(*finetune_args)` run to its end; asserts success."""
+    result = subprocess.run(
+        _launch_two(*finetune_args), env=_env(**TWO_CPU), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -139,3 +151,68 @@ def test_two_processes_resumed_after_an_evaluation_equal_a_straight_run(tmp_path
     assert f"resumed from {checkpoint} at step 4" in resumed.stdout
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# A 10-step run of 128 px scenes, evaluated every 2 steps with a persistent DataLoader worker, saved every 4.
+EVALUATED = (
+    "data.synthetic.image_size=128",
+    "augment.scale=[128,128]",
+    "augment.crop_size=128",
+    "train.max_steps=10",
+    "train.eval_steps=2",
+    "train.save_steps=4",
+    "data.num_workers=1",
+    "model.drop_path_rate=0.2",
+)
+
+
+def _stop_after_first_checkpoint(command: list[str], out: Path, sig: int, **env: str) -> subprocess.CompletedProcess:
+    """Start `command`, and once `out` holds its step-4 checkpoint (after two evaluations), send `sig` to the
+    whole job, as a scheduler does: the launcher, the training processes (torchrun starts them in sessions
+    of their own) and their DataLoader workers alike."""
+    process = subprocess.Popen(command, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "checkpoints" / "step-00000004" / "run_state.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job = psutil.Process(process.pid)
+    for member in [job, *job.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a DataLoader worker may have just exited
+            member.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=300)
+    assert not (out / "metrics.json").exists()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _same_final_weights(a: Path, b: Path) -> bool:
+    first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_after_an_evaluation_saves_and_resumes_exactly(tmp_path):
+    """A scheduler's SIGTERM reaches the DataLoader workers too: still one line, and an exact resume."""
+    command = [sys.executable, *_finetune_args(tmp_path / "straight", *EVALUATED)]
+    assert subprocess.run(command, env=_env(), capture_output=True, timeout=600).returncode == 0
+    out = tmp_path / "stopped"
+    stopped = _stop_after_first_checkpoint([sys.executable, *_finetune_args(out, *EVALUATED)], out, signal.SIGTERM)
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    assert re.search(
+        r"^error: training terminated \(SIGTERM\) at step \d+; saved \S+, continue with", stopped.stderr, re.M
+    )
+    assert "Traceback" not in stopped.stderr
+    resumed = subprocess.run(
+        [sys.executable, *_finetune_args(out, *EVALUATED), "--resume"], env=_env(), capture_output=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _same_final_weights(tmp_path / "straight", out)
+
+
+@pytest.mark.slow
+def test_two_processes_killed_after_an_evaluation_then_resumed_equal_a_straight_run(tmp_path):
+    _two_processes(*_finetune_args(tmp_path / "straight", *EVALUATED))
+    out = tmp_path / "killed"
+    killed = _stop_after_first_checkpoint(_launch_two(*_finetune_args(out, *EVALUATED)), out, signal.SIGKILL, **TWO_CPU)
+    assert killed.returncode == -signal.SIGKILL
+    _two_processes(*_finetune_args(out, *EVALUATED), "--resume")
+    assert _same_final_weights(tmp_path / "straight", out)

@@ -15,6 +15,7 @@ A sample's DatasetError crosses from a worker as data, not as a wrapped tracebac
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,6 +54,17 @@ def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
     return batch
 
 
+def leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker's `worker_init_fn`: ignore SIGTERM.
+
+    A scheduler's SIGTERM (a preemption) goes to the whole process group. A worker killed by it makes the main
+    process raise "DataLoader worker is killed by signal" at any moment, in the middle of saving the resumable
+    checkpoint too. Ignoring it, the workers live on until the main process has saved and shuts them down
+    (they also exit by themselves once the main process is gone).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -67,7 +79,8 @@ def make_loader(
     persist across epochs (no re-fork per epoch); memory is pinned when CUDA is available. Training
     passes its own `sampler` of integer keys (epoch * len + index); augmentation depends on the key alone,
     so batches are identical for any `num_workers`. `generator` seeds the workers (default: the global RNG).
-    A sample's DatasetError comes back as `{"error": message}` (see `carry.py`).
+    A sample's DatasetError comes back as `{"error": message}` (see `carry.py`). Workers ignore SIGTERM
+    (`leave_stopping_to_the_main_process`).
     """
     return DataLoader(
         CarryErrors(dataset),
@@ -79,4 +92,5 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         generator=generator,
+        worker_init_fn=leave_stopping_to_the_main_process,
     )

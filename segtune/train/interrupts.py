@@ -69,6 +69,22 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _stop_reason(error: BaseException | None) -> str | None:
+    """Ctrl-C or SIGTERM, where `error` is one or was raised while handling one.
+
+    A signal sent to the whole process group (a terminal's Ctrl-C, a scheduler's SIGTERM) also reaches the
+    DataLoader workers; their death then raises a RuntimeError in the main process while it handles its own
+    signal, and that is still a stop by the signal, not a bug.
+    """
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return "interrupted (Ctrl-C)"
+        if isinstance(error, Terminated):
+            return "terminated (SIGTERM)"
+        error = error.__context__
+    return None
+
+
 def stop(error: BaseException, step: int, save: Callable[[], Path | None], latest: Callable[[], str]) -> NoReturn:
     """Save the last completed step with `save` (None: nothing to save), then end the run as the module says.
 
@@ -78,7 +94,7 @@ def stop(error: BaseException, step: int, save: Callable[[], Path | None], lates
         TrainingError: for Ctrl-C and SIGTERM; or when the loss had turned non-finite (nothing is saved).
         The original `error`: for anything else, after one line on stderr saying where the checkpoint is.
     """
-    reason = {KeyboardInterrupt: "interrupted (Ctrl-C)", Terminated: "terminated (SIGTERM)"}.get(type(error))
+    reason = _stop_reason(error)
     try:
         path = save()
     except TrainingError:
