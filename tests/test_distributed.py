@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import segtune
 from segtune.evaluation import evaluate_checkpoint
 from segtune.recipe import load_recipe
 from tests.conftest import TINY_RUN
+from tests.faults import FINETUNE_ON_A_FULL_DISK, no_space_line
 
 FINETUNE = str(Path(segtune.__file__).resolve().parent / "finetune.py")
 
@@ -35,8 +37,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
-    """`segtune/finetune.py` with `finetune_args` under `accelerate launch` on two CPU processes; asserts success.
+def _two_processes(*finetune_args: str, returncode: int = 0) -> subprocess.CompletedProcess:
+    """`segtune/finetune.py` with `finetune_args` under `accelerate launch` on two CPU processes; asserts it ends
+    with `returncode` (success by default).
 
     accelerate's `--cpu` launcher starts several processes only through mpirun; torchrun (`--multi_gpu`) with
     ACCELERATE_USE_CPU starts them here, and Accelerate joins them over gloo (MULTI_CPU).
@@ -59,7 +62,7 @@ def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
         *finetune_args,
     ]
     result = subprocess.run(command, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == returncode, result.stderr[-3000:]
     return result
 
 
@@ -139,3 +142,19 @@ def test_two_processes_resumed_after_an_evaluation_equal_a_straight_run(tmp_path
     assert f"resumed from {checkpoint} at step 4" in resumed.stdout
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_a_full_disk(tmp_path):
+    """Only the main process writes the model: it fails alone, and the other one must not wait for it forever."""
+    script = tmp_path / "finetune_on_a_full_disk.py"
+    script.write_text(FINETUNE_ON_A_FULL_DISK.format(root=str(Path(FINETUNE).parents[1])))
+    out = tmp_path / "run"
+    result = _two_processes(str(script), *_finetune_args(out)[1:], returncode=1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    kept = out / "checkpoints" / "step-00000002"
+    # One line per process, the same; torchrun ends the other one as soon as one has failed, maybe before it prints.
+    assert 1 <= len(errors) <= 2, result.stderr[-3000:]
+    assert all(re.fullmatch("error: " + no_space_line(4, r"[\d.]+", r"[\d.]+", kept), line) for line in errors), errors
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no .tmp-step-00000004
+    assert (kept / "manifest.json").is_file()
