@@ -10,7 +10,7 @@ OUTPUT/
   predictions.png                          image | ground truth | prediction, for a few samples
   README.md                                the model card of the last push
   runs/                                    tracker logs (TensorBoard, ...)
-  checkpoints/step-00001000/               Accelerate's state, run_state.json and recipe.yaml
+  checkpoints/step-00001000/               Accelerate's state, run_state.json, recipe.yaml and manifest.json
   .push_pending.json                       a failed push, to retry with `segtune push`
 """
 
@@ -34,6 +34,7 @@ TRACKER_DIR = "runs"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 RUN_STATE = "run_state.json"
+MANIFEST = "manifest.json"  # in a checkpoint: every other file's size and checksum
 PUSH_PENDING = ".push_pending.json"
 CARD = "README.md"
 

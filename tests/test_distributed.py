@@ -23,6 +23,7 @@ import segtune
 from segtune.evaluation import evaluate_checkpoint
 from segtune.recipe import load_recipe
 from tests.conftest import TINY_RUN
+from tests.faults import FINETUNE_ON_A_FULL_DISK, no_space_line
 
 FINETUNE = str(Path(segtune.__file__).resolve().parent / "finetune.py")
 
@@ -66,12 +67,12 @@ def _launch_two(*finetune_args: str) -> list[str]:
 TWO_CPU = {"ACCELERATE_USE_CPU": "true"}
 
 
-def _two_processes(*finetune_args: str) -> subprocess.CompletedProcess:
-    """`_launch_two(*finetune_args)` run to its end; asserts success."""
+def _two_processes(*finetune_args: str, returncode: int = 0) -> subprocess.CompletedProcess:
+    """`_launch_two(*finetune_args)` run to its end; asserts it ends with `returncode` (success by default)."""
     result = subprocess.run(
         _launch_two(*finetune_args), env=_env(**TWO_CPU), capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == returncode, result.stderr[-3000:]
     return result
 
 
@@ -216,3 +217,19 @@ def test_two_processes_killed_after_an_evaluation_then_resumed_equal_a_straight_
     assert killed.returncode == -signal.SIGKILL
     _two_processes(*_finetune_args(out, *EVALUATED), "--resume")
     assert _same_final_weights(tmp_path / "straight", out)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_a_full_disk(tmp_path):
+    """Only the main process writes the model: it fails alone, and the other one must not wait for it forever."""
+    script = tmp_path / "finetune_on_a_full_disk.py"
+    script.write_text(FINETUNE_ON_A_FULL_DISK.format(root=str(Path(FINETUNE).parents[1])))
+    out = tmp_path / "run"
+    result = _two_processes(str(script), *_finetune_args(out)[1:], returncode=1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    kept = out / "checkpoints" / "step-00000002"
+    # One line per process, the same; torchrun ends the other one as soon as one has failed, maybe before it prints.
+    assert 1 <= len(errors) <= 2, result.stderr[-3000:]
+    assert all(re.fullmatch("error: " + no_space_line(4, r"[\d.]+", r"[\d.]+", kept), line) for line in errors), errors
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no .tmp-step-00000004
+    assert (kept / "manifest.json").is_file()

@@ -170,6 +170,7 @@ def test_failed_checkpoint_write_never_touches_the_previous_one(tmp_path, monkey
     )
     [kept] = list_checkpoints(out)
     assert kept.name == "step-00000002" and len(load_file(kept / "model.safetensors")) > 0
+    assert not list(kept.parent.glob(".tmp-*"))  # each failed write removed its staging folder
 
 
 def test_resume_with_another_recipe_is_refused_naming_the_keys(tmp_path):

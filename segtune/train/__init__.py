@@ -5,6 +5,9 @@
 | loop.py         | prepare, then per step accumulate, backward, step, log; eval and save |
 | optim.py        | AdamW parameter groups (head lr x10, no decay on norms) and schedule |
 | checkpoints.py  | atomic `save_state`, rotation, resume                                |
+| integrity.py    | checkpoint manifests: sizes and SHA-256, fsync, the checks           |
+| disk_space.py   | free space before a checkpoint; a full disk told from other errors   |
+| agreement.py    | processes agreeing: the main one decides, a failure on one stops all |
 | interrupts.py   | step-start snapshot, SIGTERM, saving on the way out                  |
 | tracking.py     | progress bar, trackers, train_log.jsonl; the loss kept on the device |
 | output_dir.py   | never write over a finished or unfinished run unless asked           |

@@ -10,6 +10,9 @@ bit for bit. How the stop reaches the user:
 - any other exception: saved, one line on stderr saying where, then the original exception: a user
   error (bad data found mid-run) the command prints as one `error:` line, a bug or a CUDA out-of-memory
   error with its full traceback.
+
+Where saving on the way out fails, the line names the last good checkpoint instead; for a full disk it is
+`disk_space.py`'s line, with the space needed and the space free.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, NoReturn
 import torch
 
 from ..errors import TrainingError
+from .disk_space import NoSpaceError
 
 
 @dataclass
@@ -88,7 +92,7 @@ def _stop_reason(error: BaseException | None) -> str | None:
 def stop(error: BaseException, step: int, save: Callable[[], Path | None], latest: Callable[[], str]) -> NoReturn:
     """Save the last completed step with `save` (None: nothing to save), then end the run as the module says.
 
-    `latest` names the newest checkpoint on disk, for when saving fails too.
+    `latest` names the newest good checkpoint on disk, for when saving fails too.
 
     Raises:
         TrainingError: for Ctrl-C and SIGTERM; or when the loss had turned non-finite (nothing is saved).
@@ -97,9 +101,11 @@ def stop(error: BaseException, step: int, save: Callable[[], Path | None], lates
     reason = _stop_reason(error)
     try:
         path = save()
+    except NoSpaceError as failure:  # says how much is missing, and names the last good checkpoint
+        where = str(failure)
     except TrainingError:
         raise  # the loss had already turned non-finite: nothing may be saved
-    except Exception as failure:  # e.g. the disk is full: the previous checkpoints are untouched
+    except Exception as failure:  # any other failed write: the previous checkpoints are untouched
         where = f"saving a checkpoint failed too ({type(failure).__name__}: {failure}); resume from {latest()}"
     else:
         where = f"saved {path}, continue with --resume latest" if path else "no step was completed, nothing saved"

@@ -26,15 +26,17 @@ from ..errors import TrainingError
 from ..evaluation import evaluate
 from ..models.build import build_model
 from ..recipe import Recipe, recipe_warnings, validate
+from .agreement import on_main
 from .checkpoints import (
     RunState,
     check_same_recipe,
-    list_checkpoints,
+    last_good_checkpoint,
     load_checkpoint,
     resolve_resume,
     rotate_checkpoints,
     save_checkpoint,
 )
+from .disk_space import state_bytes
 from .interrupts import StepSnapshot, sigterm_raises, stop
 from .optim import build_optimizer, build_scheduler
 from .output_dir import check_output_dir, finished_results
@@ -149,8 +151,9 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
 
 
 def restore(run: Run, resume: str) -> None:
-    """Load a checkpoint into the prepared run, refusing one trained with another recipe."""
-    checkpoint = resolve_resume(run.recipe.output_dir, resume)
+    """Load a checkpoint into the prepared run, refusing a damaged one or one trained with another recipe."""
+    # Checked once, by the main process: every process loading the same files would read them all N times.
+    checkpoint = on_main(run.accelerator, lambda: resolve_resume(run.recipe.output_dir, resume))
     check_same_recipe(checkpoint, run.recipe)
     run.state = load_checkpoint(run.accelerator, checkpoint)
     # A checkpoint written mid-accumulation (on Ctrl-C) must not shift when accumulation syncs.
@@ -193,8 +196,9 @@ def train_step(run: Run, batches: Iterator[dict]) -> None:
 
 
 def latest_checkpoint(run: Run) -> str:
-    checkpoints = list_checkpoints(run.recipe.output_dir)
-    return str(checkpoints[-1]) if checkpoints else "none (no checkpoint was written yet)"
+    """The checkpoint to resume from, for messages: the newest good one."""
+    last_good = last_good_checkpoint(run.recipe.output_dir)
+    return str(last_good) if last_good else "none (no checkpoint was written yet)"
 
 
 def check_finite(run: Run) -> None:
@@ -211,7 +215,8 @@ def check_finite(run: Run) -> None:
 def checkpoint(run: Run) -> Path:
     """Save the state of the current step and drop checkpoints beyond the kept ones."""
     check_finite(run)
-    path = save_checkpoint(run.accelerator, run.recipe.output_dir, run.state, run.recipe)
+    first_size = state_bytes(run.model, run.optimizer)  # the space the first checkpoint needs, about
+    path = save_checkpoint(run.accelerator, run.recipe.output_dir, run.state, run.recipe, first_size)
     if run.accelerator.is_main_process:
         rotate_checkpoints(run.recipe.output_dir, run.recipe.train.save_total_limit, run.state.best_step)
     return path
@@ -276,7 +281,7 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
     """
     validate(recipe)
     if resume and not overwrite and run_dir.is_finished(recipe.output_dir):
-        check_same_recipe(resolve_resume(recipe.output_dir, resume), recipe)
+        check_same_recipe(resolve_resume(recipe.output_dir, resume, checksums=False), recipe)
         return finished_results(recipe.output_dir)
     check_output_dir(recipe.output_dir, resume, overwrite)
     accelerator = make_accelerator(recipe)
