@@ -47,6 +47,8 @@ class RunState:
     step: int = 0
     best_miou: float | None = None
     best_step: int | None = None
+    evals_without_gain: int = 0  # early stopping's count (stopping.py)
+    max_steps: int | None = None  # the run's length, as train.max_epochs made it (None: from an older segtune)
 
     def save(self, directory: Path) -> None:
         (directory / run_dir.RUN_STATE).write_text(json.dumps(asdict(self), indent=2))
