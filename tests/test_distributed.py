@@ -20,8 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 import segtune
+from segtune.errors import TrainingError
 from segtune.evaluation import evaluate_checkpoint
 from segtune.recipe import load_recipe
+from segtune.train import train
 from tests.conftest import TINY_RUN
 from tests.faults import FINETUNE_ON_A_FULL_DISK, no_space_line
 
@@ -29,8 +31,10 @@ FINETUNE = str(Path(segtune.__file__).resolve().parent / "finetune.py")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    # One thread per process: two processes share this machine's two cores.
-    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1", **extra}
+    # One thread per process: two processes share this machine's two cores. PYTHONPATH names the segtune
+    # under test, which may not be the installed one (a checkout next to an editable install).
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**environment, "PYTHONPATH": str(Path(FINETUNE).parents[1]), "OMP_NUM_THREADS": "1", **extra}
 
 
 def _free_port() -> int:
@@ -233,3 +237,20 @@ def test_two_processes_stop_together_on_a_full_disk(tmp_path):
     assert all(re.fullmatch("error: " + no_space_line(4, r"[\d.]+", r"[\d.]+", kept), line) for line in errors), errors
     assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no .tmp-step-00000004
     assert (kept / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_max_epochs_counts_the_steps_of_two_processes_and_a_resume_on_one_is_refused(tmp_path):
+    epochs = ("train.max_steps=null", "train.max_epochs=1", "train.early_stopping_patience=5")
+    result = _two_processes(*_finetune_args(tmp_path / "two", *epochs))
+    assert "max_epochs 1 = 2 steps (8 samples / (2 per device x 2 processes x 1 accumulation))" in result.stdout
+    assert "this run has 1 (2 steps (train.max_epochs=1), train.eval_steps=2): it never stops early" in result.stderr
+    recorded = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (recorded["step"], recorded["stopped_early"]) == (2, False)
+    # On one process the same epoch is 4 steps: the checkpoint's schedule would no longer fit.
+    checkpoint = tmp_path / "one" / "checkpoints" / "step-00000002"
+    shutil.copytree(tmp_path / "two" / "checkpoints" / "step-00000002", checkpoint)
+    recipe = load_recipe("demo.yaml", [*TINY_RUN, *epochs, f"train.output_dir={tmp_path / 'one'}"])
+    expected = r"its run is 2 steps long, and here max_epochs 1 = 4 steps \(8 samples / \(2 per device x 1 process x"
+    with pytest.raises(TrainingError, match=rf"cannot resume {checkpoint}: {expected}"):
+        train(recipe, resume=str(checkpoint))

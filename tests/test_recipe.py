@@ -74,6 +74,15 @@ def test_dotted_overrides_are_typed():
         ("hub.push=true", r"hub.repo_id: expected a repo id"),
         ("model.variant=mit-b9", r"model.variant: expected one of \['mit-b0', .*'mit-b5'\], found 'mit-b9'"),
         ("data.source=voc", r"data.source: expected one of \['synthetic', .*'coco_stuff'\], found 'voc'"),
+        # a run's length: steps or epochs, not both (the recipe file sets max_steps)
+        ("train.num_train_epochs=3", r"unknown key 'train.num_train_epochs'; did you mean 'train.max_epochs'\?"),
+        (
+            "train.max_epochs=3",
+            r"train.max_steps, train.max_epochs: expected one of them, found both \(max_steps=160000, max_epochs=3\); "
+            r"to count in epochs, clear the steps: --set train.max_steps=null",
+        ),
+        ("train.early_stopping_patience=0", r"train.early_stopping_patience: expected positive, found 0"),
+        ("train.early_stopping_min_delta=-0.1", r"train.early_stopping_min_delta: expected non-negative, found -0.1"),
     ],
 )
 def test_bad_override_is_refused_naming_the_key(override, message):
@@ -96,6 +105,33 @@ def test_warnings_name_what_runs_but_is_probably_not_meant():
     recipe.train.max_steps = 100  # a short trial of a long recipe
     [schedule] = recipe_warnings(recipe, num_processes=1)
     assert schedule == "optim.warmup_steps=1500 >= train.max_steps=100: the learning rate only warms up in this run"
+
+
+def test_warnings_count_the_steps_max_epochs_makes():
+    overrides = ["train.gradient_accumulation_steps=8", "train.max_steps=null", "train.max_epochs=2"]
+    recipe = load_recipe("cityscapes.yaml", [*overrides, "train.early_stopping_patience=3"])
+    assert recipe_warnings(recipe, num_processes=1, max_steps=1000) == [
+        "optim.warmup_steps=1500 >= 1000 steps (train.max_epochs=2): the learning rate only warms up in this run",
+        "train.early_stopping_patience=3 needs more than 3 evaluations, and this run has 1 (1000 steps "
+        "(train.max_epochs=2), train.eval_steps=16000): it never stops early",
+    ]
+    recipe.train.eval_steps = 250  # 4 evaluations: the fourth can stop
+    assert recipe_warnings(recipe, num_processes=1, max_steps=2000) == []
+
+
+def test_max_steps_is_the_paper_s_unless_max_epochs_is_set(tmp_path):
+    from segtune.commands.recipe import format_recipe
+
+    assert Recipe().train.max_steps is None  # unset in the schema, so that max_epochs can be told apart
+    assert load_recipe().train.max_steps == 160_000 and load_recipe().train.max_epochs is None
+    assert not [line for line in format_recipe(load_recipe()).splitlines() if line.startswith("*")]
+    for name in SHIPPED:
+        written = yaml.safe_load(find_recipe(name).read_text())["train"]["max_steps"]
+        assert (load_recipe(name).train.max_steps, load_recipe(name).train.max_epochs) == (written, None)
+    recipe = load_recipe("sidewalk.yaml", ["train.max_steps=null", "train.max_epochs=3"])
+    recipe.save(tmp_path / "recipe.yaml")
+    again = load_recipe(tmp_path / "recipe.yaml")
+    assert (again.train.max_steps, again.train.max_epochs) == (None, 3) and again.to_dict() == recipe.to_dict()
 
 
 def test_several_problems_are_reported_together():

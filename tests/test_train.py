@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -62,16 +63,22 @@ def test_short_run_writes_every_output(tmp_path, arch):
     assert load_recipe(out / "recipe.yaml").model.arch == arch
 
 
-def test_checkpoints_keep_the_last_k_and_the_best(tmp_path, monkeypatch):
-    scores = iter([0.9, 0.1, 0.2, 0.3])  # best at the first evaluation
+def scripted_miou(monkeypatch, *scores: float) -> Iterator[float]:
+    """Each evaluation of the loop reports the next of `scores` as its mIoU; return what is left of them."""
+    script = iter(scores)
     real = loop.evaluate
 
     def scripted(*args, **kwargs):
         results = real(*args, **kwargs)
-        results["mean_iou"] = next(scores)
+        results["mean_iou"] = next(script)
         return results
 
     monkeypatch.setattr(loop, "evaluate", scripted)
+    return script
+
+
+def test_checkpoints_keep_the_last_k_and_the_best(tmp_path, monkeypatch):
+    scripted_miou(monkeypatch, 0.9, 0.1, 0.2, 0.3)  # best at the first evaluation
     out = tmp_path / "run"
     train(tiny_recipe(out, "train.max_steps=8", "train.save_total_limit=1"))
     assert [p.name for p in list_checkpoints(out)] == ["step-00000002", "step-00000008"]
@@ -99,6 +106,7 @@ def _interrupt_at_batch(monkeypatch, batch_number: int, how: str) -> None:
         ((), 4, "ctrl-c"),  # between checkpoints: step 3 saved on interrupt
         (("train.gradient_accumulation_steps=2", "train.reference_batch_size=4"), 6, "ctrl-c"),  # mid-accumulation
         (("train.gradient_accumulation_steps=2", "train.reference_batch_size=4"), 6, "sigterm"),  # a preemption
+        (("train.max_steps=null", "train.max_epochs=2"), 6, "ctrl-c"),  # 8 steps; stopped in the second epoch
     ],
 )
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, overrides, batch_number, how):

@@ -42,7 +42,7 @@ def format_recipe(recipe: Recipe) -> str:
 
     Values are written as `--set` reads them (YAML flow style), so any line can be pasted back as KEY=VALUE.
     """
-    values, defaults = recipe.flat(), Recipe().flat()
+    values, defaults = recipe.flat(), load_recipe().flat()  # validated: train.max_steps is the paper's
     rows = [("", "key", "value", "default")]
     rows += [("*" if values[k] != defaults[k] else "", k, _yaml(values[k]), _yaml(defaults[k])) for k in values]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

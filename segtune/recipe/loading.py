@@ -135,6 +135,8 @@ _ALIASES = {
     "learning_rate": "optim.lr",
     "max_iters": "train.max_steps",
     "num_train_steps": "train.max_steps",
+    "num_train_epochs": "train.max_epochs",
+    "early_stopping_threshold": "train.early_stopping_min_delta",
     "batch_size": "train.per_device_batch_size",
     "per_device_train_batch_size": "train.per_device_batch_size",
     "samples_per_gpu": "train.per_device_batch_size",

@@ -23,6 +23,8 @@ EVAL_MODES = ("whole", "slide")
 COMPILE_MODES = (True, False, "auto")
 CHECK_LEVELS = ("full", "quick", "off")
 TRACKERS = ("tensorboard", "wandb", "trackio", "none")
+# train.max_steps when a recipe gives neither it nor train.max_epochs (the paper's 160k iterations)
+PAPER_MAX_STEPS = 160_000
 
 
 @dataclass(frozen=True)
@@ -125,13 +127,19 @@ class TrainConfig:
     """The loop: length, batch, checkpoints, precision."""
 
     output_dir: str | None = None  # None: outputs/<recipe name>
-    max_steps: int = 160_000
+    # One of max_steps and max_epochs; with neither, validation sets max_steps to PAPER_MAX_STEPS.
+    max_steps: int | None = None
+    max_epochs: int | None = None  # converted to steps from the training split size, batch and processes
     per_device_batch_size: int = 2
     gradient_accumulation_steps: int = 1
     reference_batch_size: int = 8  # the paper's total batch; a different effective batch is warned about
     eval_steps: int = 16_000
     save_steps: int = 16_000
     save_total_limit: int = 2  # last K checkpoints kept, plus the best by mIoU
+    # Stop after this many evaluations in a row without an mIoU gain of at least min_delta (None: never), and
+    # write the outputs from the best checkpoint; as transformers' EarlyStoppingCallback (patience, threshold).
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
     logging_steps: int = 50
     seed: int = 0
     mixed_precision: str = "no"  # no | bf16 | fp16

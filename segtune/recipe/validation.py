@@ -18,6 +18,7 @@ from .schema import (
     EVAL_MODES,
     INITS,
     MIT_VARIANTS,
+    PAPER_MAX_STEPS,
     PRECISIONS,
     TRACKERS,
     Recipe,
@@ -25,24 +26,29 @@ from .schema import (
 
 
 def validate(recipe: Recipe) -> None:
-    """Refuse a recipe that cannot run, before any work starts.
+    """Refuse a recipe that cannot run, before any work starts. A recipe that gives neither
+    `train.max_steps` nor `train.max_epochs` gets the paper's length, `train.max_steps` = PAPER_MAX_STEPS.
 
     Raises:
         RecipeError: listing every invalid value, each with its key, what was expected and what was found.
     """
+    _default_length(recipe)
     problems = [p for check in _CHECKS for p in check(recipe)]
     if problems:
         raise RecipeError("invalid recipe:\n  " + "\n  ".join(problems))
 
 
-def recipe_warnings(recipe: Recipe, num_processes: int) -> list[str]:
-    """What a valid recipe probably does not mean, for a run on `num_processes` processes.
+def recipe_warnings(recipe: Recipe, num_processes: int, max_steps: int | None = None) -> list[str]:
+    """What a valid recipe probably does not mean, for a run of `max_steps` steps (None: `train.max_steps`;
+    the run's count when `train.max_epochs` sets its length) on `num_processes` processes.
 
     Returns:
-        One message per finding: an effective batch other than the one the learning rate was set for, and
-        a warmup that never ends (a short trial of a long recipe, `--set train.max_steps=100`).
+        One message per finding: an effective batch other than the one the learning rate was set for,
+        a warmup that never ends (a short trial of a long recipe, `--set train.max_steps=100`), and early
+        stopping with too few evaluations to ever stop.
     """
     t, o = recipe.train, recipe.optim
+    steps = t.max_steps if max_steps is None else max_steps
     warnings = []
     effective = num_processes * t.per_device_batch_size * t.gradient_accumulation_steps
     if effective != t.reference_batch_size:
@@ -51,12 +57,33 @@ def recipe_warnings(recipe: Recipe, num_processes: int) -> list[str]:
             f"{t.gradient_accumulation_steps} accumulation) differs from the recipe's reference batch "
             f"{t.reference_batch_size}; the recipe's learning rate was set for {t.reference_batch_size}"
         )
-    if o.warmup_steps >= t.max_steps:
+    if steps is not None and o.warmup_steps >= steps:
         warnings.append(
-            f"optim.warmup_steps={o.warmup_steps} >= train.max_steps={t.max_steps}: "
+            f"optim.warmup_steps={o.warmup_steps} >= {_length(recipe, steps)}: "
             "the learning rate only warms up in this run"
         )
-    return warnings
+    return warnings + _early_stopping_warnings(recipe, steps)
+
+
+def _length(recipe: Recipe, steps: int) -> str:
+    epochs = recipe.train.max_epochs
+    return f"train.max_steps={steps}" if epochs is None else f"{steps} steps (train.max_epochs={epochs})"
+
+
+def _early_stopping_warnings(recipe: Recipe, steps: int | None) -> list[str]:
+    """Early stopping that can never stop: the first evaluation only sets the best, so stopping takes more
+    than `patience` evaluations."""
+    t = recipe.train
+    if t.early_stopping_patience is None or steps is None:
+        return []
+    evaluations = -(-steps // t.eval_steps)  # every eval_steps, and always at the last step
+    if evaluations > t.early_stopping_patience:
+        return []
+    return [
+        f"train.early_stopping_patience={t.early_stopping_patience} needs more than "
+        f"{t.early_stopping_patience} evaluations, and this run has {evaluations} "
+        f"({_length(recipe, steps)}, train.eval_steps={t.eval_steps}): it never stops early"
+    ]
 
 
 def _choice(key: str, value: Any, choices: tuple) -> list[str]:
@@ -131,6 +158,26 @@ def _check_train(r: Recipe) -> list[str]:
     return problems + _positive("train.max_grad_norm", t.max_grad_norm)
 
 
+def _default_length(r: Recipe) -> None:
+    # None in the schema, so that a recipe setting max_epochs is told apart from one leaving the default.
+    if r.train.max_steps is None and r.train.max_epochs is None:
+        r.train.max_steps = PAPER_MAX_STEPS
+
+
+def _check_length(r: Recipe) -> list[str]:
+    """How long a run is: max_steps or max_epochs (not both), and when early stopping ends it sooner."""
+    t = r.train
+    problems = _positive("train.max_epochs", t.max_epochs)
+    problems += _positive("train.early_stopping_patience", t.early_stopping_patience)
+    problems += _positive("train.early_stopping_min_delta", t.early_stopping_min_delta, allow_zero=True)
+    if t.max_steps is not None and t.max_epochs is not None:
+        problems.append(
+            f"train.max_steps, train.max_epochs: expected one of them, found both (max_steps={t.max_steps}, "
+            f"max_epochs={t.max_epochs}); to count in epochs, clear the steps: --set train.max_steps=null"
+        )
+    return problems
+
+
 def _check_optim(r: Recipe) -> list[str]:
     o = r.optim
     problems = _positive("optim.lr", o.lr) + _positive("optim.head_lr_mult", o.head_lr_mult)
@@ -180,6 +227,7 @@ _CHECKS = (
     _check_data,
     _check_augment,
     _check_train,
+    _check_length,
     _check_optim,
     _check_eval,
     _check_hub,

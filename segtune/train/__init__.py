@@ -13,6 +13,7 @@
 | output_dir.py   | never write over a finished or unfinished run unless asked           |
 | outputs.py      | the final model and results                                          |
 | sampler.py      | keyed epoch order, for exact resume                                  |
+| stopping.py     | when a run ends: max_epochs as steps, early stopping on mIoU         |
 | threads.py      | CPU tuning                                                           |
 """
 

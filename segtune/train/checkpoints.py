@@ -64,6 +64,8 @@ class RunState:
     step: int = 0
     best_miou: float | None = None
     best_step: int | None = None
+    evals_without_gain: int = 0  # early stopping's count (stopping.py)
+    max_steps: int | None = None  # the run's length in steps, also when max_epochs set it (None: older segtune)
 
     def save(self, directory: Path) -> None:
         (directory / run_dir.RUN_STATE).write_text(json.dumps(asdict(self), indent=2))

@@ -42,6 +42,16 @@ from .optim import build_optimizer, build_scheduler
 from .output_dir import check_output_dir, finished_results
 from .outputs import write_outputs
 from .sampler import EpochSampler
+from .stopping import (
+    RunLength,
+    best_checkpoint,
+    check_resumed_length,
+    count_evaluation,
+    early_stopping_line,
+    run_length,
+    saves_new_best,
+    stops_early,
+)
 from .threads import tune_cpu
 from .tracking import LossMeter, TrainLog
 
@@ -66,13 +76,16 @@ class Run:
     eval_loader: DataLoader
     losses: LossMeter
     eval_model: torch.nn.Module  # `model` uncompiled, or compiled with dynamic shapes (eval.compile)
+    length: RunLength  # max_steps, converted from train.max_epochs when that is set
     state: RunState = field(default_factory=RunState)
     snapshot: StepSnapshot | None = None  # RNG and buffers at the last step boundary, for an exact stop
 
 
-def compiles(recipe: Recipe, device: torch.device) -> tuple[bool, bool]:
-    """Whether `train.compile` and `eval.compile` (true, false or auto) compile training and evaluation on `device`."""
-    auto = device.type == "cuda" and recipe.train.max_steps >= COMPILE_MIN_STEPS
+def compiles(recipe: Recipe, device: torch.device, max_steps: int | None = None) -> tuple[bool, bool]:
+    """Whether `train.compile` and `eval.compile` (true, false or auto) compile training and evaluation on `device`,
+    for a run of `max_steps` steps (None: `train.max_steps`)."""
+    max_steps = recipe.train.max_steps if max_steps is None else max_steps
+    auto = device.type == "cuda" and max_steps >= COMPILE_MIN_STEPS
     train = auto if recipe.train.compile == "auto" else bool(recipe.train.compile)
     return train, train if recipe.eval.compile == "auto" else bool(recipe.eval.compile)
 
@@ -132,7 +145,8 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, recipe.optim)
-    scheduler = build_scheduler(optimizer, recipe.optim, recipe.train.max_steps)
+    length = run_length(recipe.train, len(data.train), accelerator.num_processes)
+    scheduler = build_scheduler(optimizer, recipe.optim, length.max_steps)
     train_loader, eval_loader = make_loaders(data, recipe)
     model, optimizer, scheduler, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, scheduler, train_loader, eval_loader
@@ -140,14 +154,16 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     # Evaluation goes through DDP's wrapper, which gives every process the main process's BatchNorm
     # statistics (plain BatchNorm on CPU keeps per-process ones).
     eval_model = model
-    compile_train, compile_eval = compiles(recipe, accelerator.device)
+    compile_train, compile_eval = compiles(recipe, accelerator.device, length.max_steps)
     # As Accelerate's own dynamo option: last, so checkpoints hold the uncompiled module's keys.
     if compile_train:
         model = torch.compile(model, dynamic=False)  # training crops are all crop_size: one static graph
     if compile_eval:
         eval_model = torch.compile(eval_model, dynamic=True)  # one graph for every image size
     losses = LossMeter(accelerator.device)
-    return Run(recipe, accelerator, data, model, optimizer, scheduler, train_loader, eval_loader, losses, eval_model)
+    return Run(
+        recipe, accelerator, data, model, optimizer, scheduler, train_loader, eval_loader, losses, eval_model, length
+    )
 
 
 def restore(run: Run, resume: str) -> None:
@@ -156,6 +172,7 @@ def restore(run: Run, resume: str) -> None:
     checkpoint = on_main(run.accelerator, lambda: resolve_resume(run.recipe.output_dir, resume))
     check_same_recipe(checkpoint, run.recipe)
     run.state = load_checkpoint(run.accelerator, checkpoint)
+    check_resumed_length(run.state, run.length, checkpoint)
     # A checkpoint written mid-accumulation (on Ctrl-C) must not shift when accumulation syncs.
     set_accumulation_counter(run.accelerator, run.state.step * run.recipe.train.gradient_accumulation_steps)
     run.accelerator.print(f"resumed from {checkpoint} at step {run.state.step}")
@@ -227,6 +244,7 @@ def periodic_eval(run: Run, log: TrainLog) -> dict:
     check_finite(run)
     results = evaluate(run.eval_model, run.eval_loader, run.accelerator, run.data.labels, run.recipe.eval)
     miou = float(results["mean_iou"])
+    count_evaluation(run.state, miou, run.recipe.train.early_stopping_min_delta)
     if run.state.best_miou is None or miou > run.state.best_miou:
         run.state.best_miou, run.state.best_step = miou, run.state.step
     scores = {f"eval/{key}": float(results[key]) for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}
@@ -244,20 +262,31 @@ def report(run: Run, log: TrainLog) -> None:
 
 
 def loop(run: Run, log: TrainLog) -> dict | None:
-    """Train to `max_steps`, evaluating and checkpointing on schedule; return the last evaluation
-    when it was taken at `max_steps`."""
-    t = run.recipe.train
+    """Train to `max_steps`, or until early stopping runs out of patience, evaluating and checkpointing on
+    schedule; return the last evaluation when it was taken at `max_steps`."""
+    t, max_steps = run.recipe.train, run.length.max_steps
     results, batches = None, micro_batches(run)
-    while run.state.step < t.max_steps:
+    while run.state.step < max_steps and not stops_early(t, run.state):
         run.snapshot = StepSnapshot.capture(run.model, run.accelerator.device)
         train_step(run, batches)
         report(run, log)
-        last = run.state.step == t.max_steps
+        last = run.state.step == max_steps
         if run.state.step % t.eval_steps == 0 or last:
             results = periodic_eval(run, log)
-        if run.state.step % t.save_steps == 0 or last:
+        if run.state.step % t.save_steps == 0 or last or saves_new_best(t, run.state):
             log.print(f"step {run.state.step}: saved {checkpoint(run)}")
     return results
+
+
+def restore_best(run: Run) -> dict:
+    """After early stopping: load the best checkpoint, say so, and return its evaluation (the outputs').
+
+    Raises:
+        TrainingError: the best checkpoint is not on disk.
+    """
+    load_checkpoint(run.accelerator, best_checkpoint(run.recipe.output_dir, run.state))
+    run.accelerator.print(early_stopping_line(run.recipe.train, run.state))
+    return evaluate(run.eval_model, run.eval_loader, run.accelerator, run.data.labels, run.recipe.eval)
 
 
 def save_resumable(run: Run) -> Path | None:
@@ -290,15 +319,18 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
     run = prepare_run(recipe, accelerator)
     if resume:
         restore(run, resume)
+    run.state.max_steps = run.length.max_steps  # kept in checkpoints: a resume must count the same
     # Warned only once the checks that can refuse the run (output directory, data, model, resume) have
     # passed: no warning comes before the error that stops a run.
-    for warning in recipe_warnings(recipe, accelerator.num_processes):
+    if run.length.conversion:
+        accelerator.print(run.length.conversion)
+    for warning in recipe_warnings(recipe, accelerator.num_processes, run.length.max_steps):
         logger.warning(warning)
     if accelerator.is_main_process:
         recipe.output_dir.mkdir(parents=True, exist_ok=True)
         recipe.save(recipe.output_dir / run_dir.RECIPE)
     accelerator.init_trackers(recipe.logging.project_name, config=_tracker_config(recipe))
-    log = TrainLog(accelerator, recipe.output_dir, recipe.train.max_steps, run.state.step)
+    log = TrainLog(accelerator, recipe.output_dir, run.length.max_steps, run.state.step)
     with sigterm_raises():
         try:
             results = loop(run, log)
@@ -308,7 +340,9 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
             stop(error, run.state.step, lambda: save_resumable(run), lambda: latest_checkpoint(run))
         finally:
             log.close()
-    if results is None:  # resumed from the final checkpoint: training was done, the outputs were not
+    if stops_early(recipe.train, run.state):
+        results = restore_best(run)
+    elif results is None:  # resumed from the final checkpoint: training was done, the outputs were not
         results = periodic_eval(run, log)
     model = accelerator.unwrap_model(run.model, keep_torch_compile=False)
     write_outputs(accelerator, model, run.data, recipe, run.state, results)

@@ -18,6 +18,7 @@ from ..metrics import per_class_table
 from ..recipe import Recipe
 from ..visualize import prediction_grid
 from .checkpoints import RunState
+from .stopping import early_stopping_record
 
 
 def metrics_document(results: dict, data: SegmentationData, recipe: Recipe, state: RunState) -> dict:
@@ -32,6 +33,7 @@ def metrics_document(results: dict, data: SegmentationData, recipe: Recipe, stat
         eval_mode=recipe.eval.mode,
         num_eval_samples=len(data.eval),
     )
+    document.update(early_stopping_record(recipe.train, state))  # after an early stop: the best step's model
     return document
 
 
