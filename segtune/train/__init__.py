@@ -4,6 +4,8 @@
 |-----------------|----------------------------------------------------------------------|
 | loop.py         | prepare, then per step accumulate, backward, step, log; eval and save |
 | optim.py        | AdamW parameter groups (head lr x10, no decay on norms) and schedule |
+| losses.py       | the `loss:` section's terms (ce, ohem, dice, jaccard, focal, lovasz) |
+| criterion.py    | recipe + data -> the loss; class weights (a list, or `auto`)         |
 | checkpoints.py  | atomic `save_state`, rotation, resume                                |
 | interrupts.py   | step-start snapshot, SIGTERM, saving on the way out                  |
 | tracking.py     | progress bar, trackers, train_log.jsonl; the loss kept on the device |
