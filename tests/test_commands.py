@@ -17,7 +17,7 @@ import pytest
 
 import segtune
 from segtune.commands import COMMANDS, build_parser, main
-from segtune.recipe import all_keys
+from segtune.recipe import all_keys, load_recipe
 from tests.conftest import TINY_RUN
 
 PACKAGE = Path(segtune.__file__).resolve().parent
@@ -106,6 +106,16 @@ def test_recipe_show_prints_every_key_with_its_value_and_default(capsys):
     assert rows["augment.crop_size"][0] == "*"
     assert re.fullmatch(r"0\.01 +0\.01", rows["optim.weight_decay"][1]) and rows["optim.weight_decay"][0] == " "
     assert re.fullmatch(r"null +null", rows["model.init_from"][1])
+
+
+def test_recipe_show_prints_a_loss_section_as_set_reads_it_back(capsys):
+    terms = "loss.terms=[ce, {name: focal, gamma: 1.5, weight: 0.5}]"
+    assert main(["recipe", "show", "demo.yaml", "--set", terms, "loss.class_weights=auto"]) == 0
+    rows = {line[2:].split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    shown = rows["loss.terms"][2:].split(maxsplit=1)[1].rsplit("  ", 1)[0].strip()
+    assert rows["loss.terms"].startswith("*") and rows["loss.terms"].endswith("[]")
+    assert shown == "[{name: ce, weight: 1.0}, {alpha: null, gamma: 1.5, name: focal, weight: 0.5}]"
+    assert load_recipe("demo.yaml", [f"loss.terms={shown}"]).loss == load_recipe("demo.yaml", [terms]).loss
 
 
 def test_recipe_show_without_a_recipe_shows_the_defaults(capsys):

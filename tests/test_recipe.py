@@ -4,7 +4,19 @@ import pytest
 import yaml
 
 from segtune.errors import RecipeError
-from segtune.recipe import MIT_VARIANTS, Recipe, all_keys, available_recipes, find_recipe, load_recipe, recipe_warnings
+from segtune.recipe import (
+    MIT_VARIANTS,
+    CrossEntropyTerm,
+    DiceTerm,
+    LovaszTerm,
+    OHEMTerm,
+    Recipe,
+    all_keys,
+    available_recipes,
+    find_recipe,
+    load_recipe,
+    recipe_warnings,
+)
 
 SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
 
@@ -83,6 +95,27 @@ def test_dotted_overrides_are_typed():
         ),
         ("train.early_stopping_patience=0", r"train.early_stopping_patience: expected positive, found 0"),
         ("train.early_stopping_min_delta=-0.1", r"train.early_stopping_min_delta: expected non-negative, found -0.1"),
+        # the loss section: a list of term mappings, each checked as a section is
+        (
+            "loss.terms=[ce, {name: dcie}]",
+            r"--set loss.terms\[1\].name: expected one of \['ce', 'ohem', 'dice', 'lovasz', 'focal', 'jaccard'\], found 'dcie'",
+        ),
+        ("loss.terms=[{weight: 2}]", r"loss.terms\[0\].name: expected one of \[.*\], found none"),
+        (
+            "loss.terms=[{name: dice, gamma: 2}]",
+            r"loss.terms\[0\].gamma: unknown key for a 'dice' entry; expected some of",
+        ),
+        ("loss.terms=[{name: focal, gamma: high}]", r"loss.terms\[0\].gamma: expected float, found 'high'"),
+        ("loss.terms=[{name: ohem, min_kept: 1.5}]", r"loss.terms\[0\].min_kept: expected int, found 1.5"),
+        ("loss.terms=[7]", r"loss.terms\[0\]: expected a mapping, found 7"),
+        (
+            "loss.terms=[{name: ohem, thresh: 1.5}]",
+            r"loss.terms\[0\].thresh: expected a probability in \(0, 1\] or null",
+        ),
+        ("loss.terms=[{name: focal, alpha: -1}]", r"loss.terms\[0\].alpha: expected a fraction in \[0, 1\] or null"),
+        ("loss.terms=[{name: dice, weight: 0}]", r"loss.terms\[0\].weight: expected positive, found 0.0"),
+        ("loss.class_weights=median", r"loss.class_weights: expected 'auto' or one weight per class, found 'median'"),
+        ("loss.class_weights=[1, -2]", r"loss.class_weights: expected non-negative, found \(1.0, -2.0\)"),
     ],
 )
 def test_bad_override_is_refused_naming_the_key(override, message):
@@ -186,3 +219,44 @@ def test_every_shipped_recipe_builds_its_model_from_random_weights(name):
     assert model.config.drop_path_rate == recipe.model.drop_path_rate
     segformer = build_model(load_recipe(name, ["model.init=random", "model.arch=segformer"]).model, labels)
     assert type(segformer).__name__ == "SegformerForSemanticSegmentation"
+
+
+def test_the_loss_section_reads_terms_with_their_own_parameters(tmp_path):
+    path = tmp_path / "weighted.yaml"
+    path.write_text(
+        "loss:\n  terms: [{name: ce}, {name: dice, weight: 0.5, smooth: 1}, {name: ohem, thresh: null}]\n"
+        "  class_weights: auto\n"
+    )
+    loss = load_recipe(path).loss
+    assert loss.terms == (CrossEntropyTerm(), DiceTerm(weight=0.5, smooth=1.0), OHEMTerm(thresh=None))
+    assert loss.class_weights == "auto" and loss.active
+    recipe = load_recipe(path, ["data.num_labels=3", "loss.class_weights=[1, 2.5, 0]"])
+    assert recipe.loss.class_weights == (1.0, 2.5, 0.0)
+    recipe.save(tmp_path / "saved.yaml")
+    assert load_recipe(tmp_path / "saved.yaml").to_dict() == recipe.to_dict()
+    assert load_recipe(None, ["loss.terms=[ce, lovasz]"]).loss.terms == (CrossEntropyTerm(), LovaszTerm())
+    assert not Recipe().loss.active and load_recipe(None, ["loss.class_weights=auto"]).loss.active_terms == (
+        CrossEntropyTerm(),
+    )
+    path.write_text("loss:\n  terms: [{name: ce}, {name: dcie}]\n")
+    with pytest.raises(RecipeError, match=rf"{path}: loss.terms\[1\].name: expected one of \[.*\], found 'dcie'"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["loss.terms=[dice, lovasz]", "loss.class_weights=auto"],
+            r"only the ce, ohem, focal terms take class weights",
+        ),
+        (
+            ["data.num_labels=3", "loss.class_weights=[1, 2]"],
+            r"expected 3 weights, one per class, found 2: \[1.0, 2.0\]",
+        ),
+        (["loss.class_weights=[0, 0]"], r"expected at least one weight above 0"),
+    ],
+)
+def test_class_weights_that_cannot_apply_are_refused(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("demo.yaml", overrides)

@@ -10,6 +10,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -22,6 +23,7 @@ from segtune.models.mix_transformer import CheckpointError, MixTransformerForSem
 from segtune.recipe import load_recipe
 from segtune.train import train
 from segtune.train.checkpoints import list_checkpoints
+from segtune.train.losses import SegmentationLoss
 from tests.conftest import TINY_RUN
 
 
@@ -336,3 +338,26 @@ def test_resume_of_a_finished_run_says_so_and_rewrites_nothing(tmp_path, caplog)
     assert "nothing to resume" in caplog.text and "resumed from" not in caplog.text
     assert again["mean_iou"] == pytest.approx(float(first["mean_iou"]))
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == written
+
+
+def test_resume_with_a_loss_section_is_exact(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # class pixels are counted anew
+    calls = []
+    real = SegmentationLoss.forward
+    monkeypatch.setattr(SegmentationLoss, "forward", lambda self, *a: calls.append(1) or real(self, *a))
+    common = (
+        "train.max_steps=6",
+        "model.drop_path_rate=0.2",
+        "model.classifier_dropout_prob=0.2",
+        "loss.terms=[ce, {name: dice, weight: 0.5}]",
+        "loss.class_weights=auto",
+    )
+    train(tiny_recipe(tmp_path / "straight", *common))
+    assert len(calls) == 6 and "loss.class_weights: auto" in capsys.readouterr().out
+    with monkeypatch.context() as patch:
+        _interrupt_at_batch(patch, 4, "ctrl-c")
+        with pytest.raises(TrainingError, match=r"interrupted \(Ctrl-C\) at step 3"):
+            train(tiny_recipe(tmp_path / "resumed", *common))
+    train(tiny_recipe(tmp_path / "resumed", *common), resume="latest")
+    assert capsys.readouterr().out.count("(read from the cache:") == 2  # counted once, by the straight run
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")

@@ -24,6 +24,7 @@
 | carry.py              | a worker's DatasetError handed to the main process as data             |
 | preflight.py          | the check before the first step (`data.check`)                         |
 | check.py              | the dataset report of `segtune data check`: histogram and problems     |
+| class_pixels.py       | a split's pixels per class, counted once per data fingerprint, cached  |
 
 Only what a user of the library needs is exported here; the parts the loop assembles (datasets, collate
 functions, the batch preprocessor, transforms) are imported from their modules. The names are imported

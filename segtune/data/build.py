@@ -106,7 +106,8 @@ class _SplitDataset(torch.utils.data.Dataset):
         skipped: SkipCounter | None = None,
     ) -> None:
         self.split, self.transform, self.skipped = split, transform, skipped
-        self.samples = undecoded(samples).with_transform(_Decode(labels, self._encode_labels))
+        self.rows = undecoded(samples)  # as stored, for what reads masks without decoding them here (class pixels)
+        self.samples = self.rows.with_transform(_Decode(labels, self._encode_labels))
 
     def __len__(self) -> int:
         return len(self.samples)

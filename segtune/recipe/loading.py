@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from ..errors import RecipeError
-from .schema import Recipe, all_keys, dotted_items
+from .schema import TAGGED_UNIONS, Recipe, all_keys, dotted_items
 from .validation import validate
 
 # The shipped recipes (the repository's recipes/, linked into the package).
@@ -158,7 +158,7 @@ def _unknown(key: str, where: str) -> typing.NoReturn:
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
-    """`value` as type `hint` (int, float, bool, str, tuples, dicts, unions with None or each other).
+    """`value` as type `hint` (int, float, bool, str, tuples, dicts, dataclasses, unions with None or each other).
 
     Raises:
         RecipeError: the value cannot be read as that type.
@@ -181,6 +181,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected a mapping, found {value!r}")
         key_type, value_type = args
         return {coerce(k, key_type, where): coerce(v, value_type, where) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _coerce_dataclass(value, hint, where)
     return _coerce_scalar(value, hint, where)
 
 
@@ -192,10 +194,34 @@ def _coerce_tuple(value: Any, args: tuple, where: str) -> tuple:
     if not isinstance(value, (list, tuple)):
         raise RecipeError(f"{where}: expected a list, found {value!r}")
     if len(args) == 2 and args[1] is Ellipsis:
+        if dataclasses.is_dataclass(args[0]):  # a list of mappings: errors name the entry, `loss.terms[1].name`
+            return tuple(coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(coerce(v, args[0], where) for v in value)
     if len(value) != len(args):
         raise RecipeError(f"{where}: expected {len(args)} values, found {len(value)}: {list(value)}")
     return tuple(coerce(v, a, where) for v, a in zip(value, args))
+
+
+def _coerce_dataclass(value: Any, cls: type, where: str) -> Any:
+    """A mapping as an instance of dataclass `cls`, each field coerced; for a tagged union (`TAGGED_UNIONS`), of
+    the class its tag names. A bare string stands for `{tag: string}` (`loss.terms=[ce, dice]`)."""
+    tag, variants = TAGGED_UNIONS.get(cls, (None, {}))
+    if tag is not None and isinstance(value, str):
+        value = {tag: value}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: expected a mapping, found {value!r}")
+    if tag is not None:
+        if value.get(tag) not in variants:
+            found = repr(value[tag]) if tag in value else "none"
+            raise RecipeError(f"{where}.{tag}: expected one of {list(variants)}, found {found}")
+        cls = variants[value[tag]]
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in value:
+        if key not in names:
+            what = f"a {value[tag]!r} entry" if tag is not None else "this entry"
+            raise RecipeError(f"{where}.{key}: unknown key for {what}; expected some of {names}")
+    return cls(**{key: coerce(item, hints[key], f"{where}.{key}") for key, item in value.items()})
 
 
 def _coerce_scalar(value: Any, hint: type, where: str) -> Any:

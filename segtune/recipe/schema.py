@@ -25,6 +25,8 @@ CHECK_LEVELS = ("full", "quick", "off")
 TRACKERS = ("tensorboard", "wandb", "trackio", "none")
 # train.max_steps when a recipe gives neither it nor train.max_epochs (the paper's 160k iterations)
 PAPER_MAX_STEPS = 160_000
+# loss terms that take loss.class_weights (Dice, Jaccard and Lovász already weigh every class alike)
+CLASS_WEIGHTED_TERMS = ("ce", "ohem", "focal")
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,95 @@ class LoggingConfig:
 
 
 @dataclass
+class LossTerm:
+    """One term of the loss, by `name`; each name takes its own parameters (the subclasses below)."""
+
+    name: str = "ce"
+    weight: float = 1.0  # the term's factor in the sum
+
+
+@dataclass
+class CrossEntropyTerm(LossTerm):
+    """Cross-entropy: the model's own loss, plus class weights."""
+
+    name: str = "ce"
+
+
+@dataclass
+class OHEMTerm(LossTerm):
+    """Cross-entropy of the hard pixels, as mmseg's OHEMPixelSampler picks them (its Cityscapes configs' values)."""
+
+    name: str = "ohem"
+    thresh: float | None = 0.7  # keep pixels whose true-class probability is below this; None: the top min_kept losses
+    min_kept: int = 100_000  # per image, at least
+
+
+@dataclass
+class DiceTerm(LossTerm):
+    """1 - soft Dice, per class over the batch."""
+
+    name: str = "dice"
+    smooth: float = 0.0
+
+
+@dataclass
+class JaccardTerm(LossTerm):
+    """1 - soft Jaccard (IoU), per class over the batch."""
+
+    name: str = "jaccard"
+    smooth: float = 0.0
+
+
+@dataclass
+class FocalTerm(LossTerm):
+    """Sigmoid focal loss, each class against the rest."""
+
+    name: str = "focal"
+    gamma: float = 2.0
+    alpha: float | None = None  # weight of the positives (negatives: 1 - alpha); None: no balancing
+
+
+@dataclass
+class LovaszTerm(LossTerm):
+    """Lovász-softmax over the classes present."""
+
+    name: str = "lovasz"
+    per_image: bool = False  # average per image instead of over the whole batch
+
+
+# Every loss term by name: the coercer builds a `loss.terms` entry as the class its `name` says.
+LOSS_TERMS: dict[str, type[LossTerm]] = {
+    "ce": CrossEntropyTerm,
+    "ohem": OHEMTerm,
+    "dice": DiceTerm,
+    "lovasz": LovaszTerm,
+    "focal": FocalTerm,
+    "jaccard": JaccardTerm,
+}
+# Fields whose type is one of several dataclasses, chosen by a key: {base class: (key, {value: class})}.
+TAGGED_UNIONS: dict[type, tuple[str, dict[str, type]]] = {LossTerm: ("name", LOSS_TERMS)}
+
+
+@dataclass
+class LossConfig:
+    """The training loss. Left empty, the model's own cross-entropy, exactly as without this section."""
+
+    terms: tuple[LossTerm, ...] = ()  # weighted terms, summed; none (with class_weights set): [ce]
+    # one weight per class, or "auto": median-frequency balancing over the training split's pixels
+    class_weights: tuple[float, ...] | str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether this section replaces the model's own loss."""
+        return bool(self.terms) or self.class_weights is not None
+
+    @property
+    def active_terms(self) -> tuple[LossTerm, ...]:
+        """The terms to sum: `terms`, or cross-entropy alone when only class weights are given."""
+        return self.terms or (CrossEntropyTerm(),)
+
+
+@dataclass
 class Recipe:
     """A whole fine-tuning run."""
 
@@ -214,6 +305,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     @property
     def output_dir(self) -> Path:

@@ -13,14 +13,18 @@ from ..errors import RecipeError
 from .schema import (
     ARCHS,
     CHECK_LEVELS,
+    CLASS_WEIGHTED_TERMS,
     COMPILE_MODES,
     DATA_SOURCES,
     EVAL_MODES,
     INITS,
+    LOSS_TERMS,
     MIT_VARIANTS,
     PAPER_MAX_STEPS,
     PRECISIONS,
     TRACKERS,
+    FocalTerm,
+    OHEMTerm,
     Recipe,
 )
 
@@ -222,6 +226,53 @@ def _check_logging(r: Recipe) -> list[str]:
     ]
 
 
+def check_class_weights(weights: tuple[float, ...] | str | None, num_labels: int | None) -> list[str]:
+    """The problems of a `loss.class_weights` value, its length checked when `num_labels` is known."""
+    if weights is None:
+        return []
+    if isinstance(weights, str):
+        return (
+            []
+            if weights == "auto"
+            else [f"loss.class_weights: expected 'auto' or one weight per class, found {weights!r}"]
+        )
+    problems = _positive("loss.class_weights", weights, allow_zero=True)
+    if not any(w > 0 for w in weights):
+        problems.append(f"loss.class_weights: expected at least one weight above 0, found {list(weights)}")
+    if num_labels is not None and len(weights) != num_labels:
+        problems.append(
+            f"loss.class_weights: expected {num_labels} weights, one per class, found {len(weights)}: {list(weights)}"
+        )
+    return problems
+
+
+def _check_loss(r: Recipe) -> list[str]:
+    loss, problems = r.loss, []
+    for i, term in enumerate(loss.terms):
+        key = f"loss.terms[{i}]"
+        if not isinstance(term, LOSS_TERMS.get(term.name, ())):  # a recipe edited in Python
+            problems.append(f"{key}.name: expected one of {list(LOSS_TERMS)} matching the entry, found {term.name!r}")
+        problems += _positive(f"{key}.weight", term.weight)
+        if isinstance(term, OHEMTerm):
+            if term.thresh is not None and not 0 < term.thresh <= 1:
+                problems.append(f"{key}.thresh: expected a probability in (0, 1] or null, found {term.thresh}")
+            problems += _positive(f"{key}.min_kept", term.min_kept)
+        if isinstance(term, FocalTerm):
+            problems += _positive(f"{key}.gamma", term.gamma, allow_zero=True)
+            if term.alpha is not None and not 0 <= term.alpha <= 1:
+                problems.append(f"{key}.alpha: expected a fraction in [0, 1] or null, found {term.alpha}")
+        problems += _positive(f"{key}.smooth", getattr(term, "smooth", None), allow_zero=True)
+    num_labels = r.data.num_labels if r.data.num_labels is not None else len(r.data.id2label or {}) or None
+    problems += check_class_weights(loss.class_weights, num_labels)
+    names = [t.name for t in loss.active_terms]
+    if loss.class_weights is not None and not set(names) & set(CLASS_WEIGHTED_TERMS):
+        problems.append(
+            f"loss.class_weights: only the {', '.join(CLASS_WEIGHTED_TERMS)} terms take class weights; "
+            f"found the terms {names}"
+        )
+    return problems
+
+
 _CHECKS = (
     _check_model,
     _check_data,
@@ -232,4 +283,5 @@ _CHECKS = (
     _check_eval,
     _check_hub,
     _check_logging,
+    _check_loss,
 )

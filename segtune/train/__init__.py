@@ -4,6 +4,8 @@
 |-----------------|----------------------------------------------------------------------|
 | loop.py         | prepare, then per step accumulate, backward, step, log; eval and save |
 | optim.py        | AdamW parameter groups (head lr x10, no decay on norms) and schedule |
+| losses.py       | the `loss:` section's terms (ce, ohem, dice, jaccard, focal, lovasz) |
+| criterion.py    | recipe + data -> the loss; class weights (a list, or `auto`)         |
 | checkpoints.py  | atomic `save_state`, rotation, resume                                |
 | integrity.py    | checkpoint manifests: sizes and SHA-256, fsync, the checks           |
 | disk_space.py   | free space before a checkpoint; a full disk told from other errors   |

@@ -36,8 +36,10 @@ from .checkpoints import (
     rotate_checkpoints,
     save_checkpoint,
 )
+from .criterion import build_criterion
 from .disk_space import state_bytes
 from .interrupts import StepSnapshot, sigterm_raises, stop
+from .losses import SegmentationLoss
 from .optim import build_optimizer, build_scheduler
 from .output_dir import check_output_dir, finished_results
 from .outputs import write_outputs
@@ -79,6 +81,7 @@ class Run:
     length: RunLength  # max_steps, converted from train.max_epochs when that is set
     state: RunState = field(default_factory=RunState)
     snapshot: StepSnapshot | None = None  # RNG and buffers at the last step boundary, for an exact stop
+    criterion: SegmentationLoss | None = None  # the recipe's loss section; None: the model's own loss
 
 
 def compiles(recipe: Recipe, device: torch.device, max_steps: int | None = None) -> tuple[bool, bool]:
@@ -140,6 +143,8 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     set_seed(recipe.train.seed, device_specific=True)
     with accelerator.main_process_first():
         data = build_datasets(recipe)
+        # `loss.class_weights: auto` counts on the main process first; the others then read its cache.
+        criterion = build_criterion(recipe, data, accelerator.device, accelerator.print)
     data.preprocess.to(accelerator.device)  # its mean and std, once
     model = build_model(recipe.model, data.labels.id2label, data.labels.ignore_index)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
@@ -161,9 +166,8 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     if compile_eval:
         eval_model = torch.compile(eval_model, dynamic=True)  # one graph for every image size
     losses = LossMeter(accelerator.device)
-    return Run(
-        recipe, accelerator, data, model, optimizer, scheduler, train_loader, eval_loader, losses, eval_model, length
-    )
+    parts = (model, optimizer, scheduler, train_loader, eval_loader, losses, eval_model, length)
+    return Run(recipe, accelerator, data, *parts, criterion=criterion)
 
 
 def restore(run: Run, resume: str) -> None:
@@ -195,13 +199,20 @@ def micro_batches(run: Run) -> Iterator[dict]:
         epoch, skip = epoch + 1, 0
 
 
+def compute_loss(run: Run, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The model's own loss (cross-entropy), or the recipe's loss section on the model's logits."""
+    if run.criterion is None:
+        return run.model(pixel_values=pixel_values, labels=labels).loss
+    return run.criterion(run.model(pixel_values=pixel_values).logits, labels)
+
+
 def train_step(run: Run, batches: Iterator[dict]) -> None:
     """One optimizer step over `gradient_accumulation_steps` micro-batches; the loss stays on the device."""
     accelerator, model = run.accelerator, run.model
     for _ in range(run.recipe.train.gradient_accumulation_steps):
         pixel_values, labels = run.data.preprocess(next(batches))
         with accelerator.accumulate(model):
-            loss = model(pixel_values=pixel_values, labels=labels).loss
+            loss = compute_loss(run, pixel_values, labels)
             accelerator.backward(loss)
             if accelerator.sync_gradients and run.recipe.train.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), run.recipe.train.max_grad_norm)
