@@ -1,23 +1,30 @@
 """LoRA through peft (`model.peft`): the targets, the reported trainable count, the optimizer groups, the merged
-output, exact resume, and evaluation with ignored pixels."""
+output, exact resume, evaluation with ignored pixels, and the adapter's push and pull."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from huggingface_hub import HfApi
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoModelForSemanticSegmentation
+from transformers import AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
 
-from segtune.errors import RecipeError
+from segtune.commands import main
+from segtune.errors import HubError, RecipeError
 from segtune.evaluation import evaluate_checkpoint
+from segtune.hub import push
 from segtune.models.build import build_model
 from segtune.models.lora import DEFAULT_TARGETS
+from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
 from segtune.recipe import OptimConfig, load_recipe
 from segtune.train import train
 from segtune.train.optim import parameter_groups
@@ -197,6 +204,10 @@ def test_targets_that_do_not_fit_are_refused_naming_the_linear_layers(overrides,
         ("model.peft.alpha=-1", r"model.peft.alpha: expected positive, found -1.0"),
         ("model.peft.dropout=1", r"model.peft.dropout: expected a probability in \[0, 1\), found 1.0"),
         ("model.peft.target_modules=[]", r"model.peft.target_modules: expected layer names .* found \[\]"),
+        (
+            "hub.adapter=true",
+            r"hub.adapter: true pushes a LoRA adapter, which needs model.peft.method: lora; found 'none'",
+        ),
     ],
 )
 def test_bad_peft_settings_are_refused_when_the_recipe_loads(override, message):
@@ -211,3 +222,82 @@ def test_without_peft_installed_the_error_says_how_to_install_it(monkeypatch):
     ):
         lora_model()
     assert not isinstance(build_model(load_recipe("demo.yaml").model, LABELS), PeftModel)  # full fine-tuning needs none
+
+
+# -- the Hub -------------------------------------------------------------------------------------------------------
+
+BASE, ADAPTER = "user/base", "user/lora-adapter"
+ADAPTER_FILES = {
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "preprocessor_config.json",
+    "id2label.json",
+    "recipe.yaml",
+    "metrics.json",
+    "per_class_iou.md",
+    "predictions.png",
+    "README.md",
+    ".gitattributes",
+}
+
+
+@pytest.fixture
+def lora_run_on_a_hub_base(hub_env, finished_run, tmp_path) -> Path:
+    """A LoRA run started from a base model on the loopback Hub (the finished demo run, pushed)."""
+    push(shutil.copytree(finished_run, tmp_path / "base"), BASE)
+    out = tmp_path / "lora"
+    train(tiny_recipe(out, *LORA, "train.max_steps=2", "model.init=pretrained", f"model.init_from={BASE}"))
+    return out
+
+
+def test_adapter_push_round_trip_through_peft(hub_env, lora_run_on_a_hub_base, monkeypatch, capsys):
+    out = lora_run_on_a_hub_base
+    with monkeypatch.context() as patch:  # a failed push is retried as what it was: the adapter
+        patch.setattr(HfApi, "upload_folder", lambda self, **kwargs: (_ for _ in ()).throw(ConnectionError("down")))
+        assert main(["push", str(out), "--repo_id", ADAPTER, "--adapter"]) == 1
+    assert main(["push", str(out)]) == 0
+    assert re.search(rf"^pushed: .*{ADAPTER}", capsys.readouterr().out, re.MULTILINE)
+    assert set(hub_env.resolve(hub_env.repo(ADAPTER), "main").files) == ADAPTER_FILES
+    card = hub_env.stored_file(ADAPTER, "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert (meta["library_name"], meta["base_model"], meta["base_model_relation"]) == ("peft", BASE, "adapter")
+    assert {"lora", "peft"} <= set(meta["tags"])
+    assert (out / "adapter" / "README.md").read_text() == card and not (out / "README.md").exists()
+    assert f"It needs its base model, **`{BASE}`**" in card and f'PeftModel.from_pretrained(base, "{ADAPTER}")' in card
+    assert (
+        json.loads(hub_env.stored_file(ADAPTER, "adapter_config.json").read_text())["base_model_name_or_path"] == BASE
+    )
+    # Loaded back as the card says: the base model from the Hub, the adapter through peft.
+    id2label = {int(k): v for k, v in json.loads(hub_env.stored_file(ADAPTER, "id2label.json").read_text()).items()}
+    base = MixTransformerForSemanticSegmentation.from_pretrained(
+        BASE, num_labels=len(id2label), id2label=id2label, ignore_mismatched_sizes=True
+    )
+    adapted = PeftModel.from_pretrained(base, ADAPTER)
+    merged = AutoModelForSemanticSegmentation.from_pretrained(out)
+    torch.testing.assert_close(logits(adapted), logits(merged), atol=1e-5, rtol=0)
+
+
+def test_a_lora_run_pushes_its_merged_model_in_both_formats(hub_env, lora_run_on_a_hub_base):
+    out = lora_run_on_a_hub_base
+    push(out, "user/merged")
+    push(out, "user/merged-stock", model_format="segformer")
+    assert not [n for n in hub_env.resolve(hub_env.repo("user/merged"), "main").files if n.startswith("adapter")]
+    local = logits(AutoModelForSemanticSegmentation.from_pretrained(out))
+    torch.testing.assert_close(
+        logits(AutoModelForSemanticSegmentation.from_pretrained("user/merged")), local, atol=0, rtol=0
+    )
+    stock = SegformerForSemanticSegmentation.from_pretrained("user/merged-stock")
+    torch.testing.assert_close(logits(stock), local, atol=1e-4, rtol=0)
+
+
+def test_adapter_push_is_refused_without_a_loadable_base(hub_env, finished_run, tmp_path):
+    with pytest.raises(
+        HubError, match=r"adapter to push .* from a run with model.peft.method: lora; this run's is 'none'"
+    ):
+        push(shutil.copytree(finished_run, tmp_path / "full"), ADAPTER, adapter=True)
+    out = tmp_path / "random"
+    train(tiny_recipe(out, *LORA, "train.max_steps=2"))
+    with pytest.raises(HubError, match=r"needs its base model's weights, and this run started from random weights"):
+        push(out, ADAPTER, adapter=True)
+    with pytest.raises(KeyError):  # refused before any request
+        hub_env.repo(ADAPTER)

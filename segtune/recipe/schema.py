@@ -203,6 +203,7 @@ class HubConfig:
     repo_id: str | None = None
     private: bool = False
     format: str = "mix_transformer"  # mix_transformer (remote code) | segformer (stock transformers)
+    adapter: bool = False  # push the LoRA adapter alone (model.peft), instead of the merged model
 
 
 @dataclass

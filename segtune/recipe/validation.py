@@ -92,6 +92,10 @@ def _check_peft(r: Recipe) -> list[str]:
             f"model.peft.target_modules: expected layer names (e.g. ['attn.q', 'attn.kv']) or null for the "
             f"arch's default, found {list(p.target_modules)}"
         )
+    if r.hub.adapter and p.method != "lora":
+        problems.append(
+            f"hub.adapter: true pushes a LoRA adapter, which needs model.peft.method: lora; found {p.method!r}"
+        )
     return problems
 
 
