@@ -72,6 +72,11 @@ def adapter_card_text(repo_id: str, recipe: Recipe, metrics: dict, class_table: 
     """The adapter card's body: results, the base model it needs, how to load it with peft, and `licence`."""
     base, peft = recipe.model.checkpoint, recipe.model.peft
     import_line, base_class = _base_class(recipe)
+    local = (
+        " It was a local folder where the adapter was trained: publish that model too, and load it from its repo."
+        if Path(base).exists()
+        else ""
+    )
     return f"""# {repo_id.split("/")[-1]}
 
 A LoRA adapter (r={peft.r}, alpha={peft.alpha:g}) for SegFormer ({recipe.model.variant}, `{recipe.model.arch}`),
@@ -86,7 +91,7 @@ trained with [segtune](https://github.com/segtune/segtune) recipe `{recipe.name}
 ## Base model
 
 This repository holds the adapter alone. It needs its base model, **`{base}`**, loaded with this adapter's
-classes (`{ID2LABEL}`).
+classes (`{ID2LABEL}`).{local}
 
 ## How to use
 

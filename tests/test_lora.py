@@ -21,7 +21,7 @@ from transformers import AutoModelForSemanticSegmentation, SegformerForSemanticS
 from segtune.commands import main
 from segtune.errors import HubError, RecipeError
 from segtune.evaluation import evaluate_checkpoint
-from segtune.hub import push
+from segtune.hub import build_card, push
 from segtune.models.build import build_model
 from segtune.models.lora import DEFAULT_TARGETS
 from segtune.models.mix_transformer import MixTransformerForSemanticSegmentation
@@ -243,20 +243,21 @@ ADAPTER_FILES = {
 
 @pytest.fixture
 def lora_run_on_a_hub_base(hub_env, finished_run, tmp_path) -> Path:
-    """A LoRA run started from a base model on the loopback Hub (the finished demo run, pushed)."""
+    """A LoRA run started from a base model on the loopback Hub (the finished demo run, pushed), whose recipe pushes
+    its adapter to ADAPTER at the end."""
     push(shutil.copytree(finished_run, tmp_path / "base"), BASE)
     out = tmp_path / "lora"
-    train(tiny_recipe(out, *LORA, "train.max_steps=2", "model.init=pretrained", f"model.init_from={BASE}"))
+    from_hub = ("model.init=pretrained", f"model.init_from={BASE}")
+    train(
+        tiny_recipe(
+            out, *LORA, *from_hub, "train.max_steps=2", "hub.push=true", "hub.adapter=true", f"hub.repo_id={ADAPTER}"
+        )
+    )
     return out
 
 
-def test_adapter_push_round_trip_through_peft(hub_env, lora_run_on_a_hub_base, monkeypatch, capsys):
+def test_adapter_push_round_trip_through_peft(hub_env, lora_run_on_a_hub_base):
     out = lora_run_on_a_hub_base
-    with monkeypatch.context() as patch:  # a failed push is retried as what it was: the adapter
-        patch.setattr(HfApi, "upload_folder", lambda self, **kwargs: (_ for _ in ()).throw(ConnectionError("down")))
-        assert main(["push", str(out), "--repo_id", ADAPTER, "--adapter"]) == 1
-    assert main(["push", str(out)]) == 0
-    assert re.search(rf"^pushed: .*{ADAPTER}", capsys.readouterr().out, re.MULTILINE)
     assert set(hub_env.resolve(hub_env.repo(ADAPTER), "main").files) == ADAPTER_FILES
     card = hub_env.stored_file(ADAPTER, "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
@@ -264,6 +265,7 @@ def test_adapter_push_round_trip_through_peft(hub_env, lora_run_on_a_hub_base, m
     assert {"lora", "peft"} <= set(meta["tags"])
     assert (out / "adapter" / "README.md").read_text() == card and not (out / "README.md").exists()
     assert f"It needs its base model, **`{BASE}`**" in card and f'PeftModel.from_pretrained(base, "{ADAPTER}")' in card
+    assert "local folder" not in card
     assert (
         json.loads(hub_env.stored_file(ADAPTER, "adapter_config.json").read_text())["base_model_name_or_path"] == BASE
     )
@@ -277,11 +279,20 @@ def test_adapter_push_round_trip_through_peft(hub_env, lora_run_on_a_hub_base, m
     torch.testing.assert_close(logits(adapted), logits(merged), atol=1e-5, rtol=0)
 
 
-def test_a_lora_run_pushes_its_merged_model_in_both_formats(hub_env, lora_run_on_a_hub_base):
+def test_a_lora_run_pushes_its_merged_model_in_both_formats(hub_env, lora_run_on_a_hub_base, monkeypatch, capsys):
     out = lora_run_on_a_hub_base
-    push(out, "user/merged")
-    push(out, "user/merged-stock", model_format="segformer")
-    assert not [n for n in hub_env.resolve(hub_env.repo("user/merged"), "main").files if n.startswith("adapter")]
+    assert main(["push", str(out), "--repo_id", "user/merged", "--no-adapter"]) == 0  # the recipe says hub.adapter
+    with monkeypatch.context() as patch:  # a failed push is retried as what it was, whatever the recipe says
+        patch.setattr(HfApi, "upload_folder", lambda self, **kwargs: (_ for _ in ()).throw(ConnectionError("down")))
+        with pytest.raises(HubError, match="push to user/merged-stock failed"):
+            push(out, "user/merged-stock", model_format="segformer", adapter=False)
+    assert main(["push", str(out)]) == 0
+    assert re.search(r"^pushed: .*user/merged-stock", capsys.readouterr().out, re.MULTILINE)
+    for repo in ("user/merged", "user/merged-stock"):
+        files = hub_env.resolve(hub_env.repo(repo), "main").files
+        assert "model.safetensors" in files and not [
+            n for n in files if n.startswith("adapter") or n == "id2label.json"
+        ]
     local = logits(AutoModelForSemanticSegmentation.from_pretrained(out))
     torch.testing.assert_close(
         logits(AutoModelForSemanticSegmentation.from_pretrained("user/merged")), local, atol=0, rtol=0
@@ -290,14 +301,20 @@ def test_a_lora_run_pushes_its_merged_model_in_both_formats(hub_env, lora_run_on
     torch.testing.assert_close(logits(stock), local, atol=1e-4, rtol=0)
 
 
-def test_adapter_push_is_refused_without_a_loadable_base(hub_env, finished_run, tmp_path):
-    with pytest.raises(
-        HubError, match=r"adapter to push .* from a run with model.peft.method: lora; this run's is 'none'"
-    ):
-        push(shutil.copytree(finished_run, tmp_path / "full"), ADAPTER, adapter=True)
+def test_adapter_push_is_refused_without_a_loadable_base(hub_env, finished_run, tmp_path, capsys):
+    full = shutil.copytree(finished_run, tmp_path / "full")
+    assert main(["push", str(full), "--repo_id", ADAPTER, "--adapter"]) == 1
+    assert re.search(r"adapter to push .* with model.peft.method: lora; this run's is 'none'", capsys.readouterr().err)
     out = tmp_path / "random"
     train(tiny_recipe(out, *LORA, "train.max_steps=2"))
     with pytest.raises(HubError, match=r"needs its base model's weights, and this run started from random weights"):
         push(out, ADAPTER, adapter=True)
     with pytest.raises(KeyError):  # refused before any request
         hub_env.repo(ADAPTER)
+
+
+def test_the_adapter_card_says_when_its_base_was_a_local_folder(finished_run):
+    recipe = load_recipe("demo.yaml", [*LORA, "model.init=pretrained", f"model.init_from={finished_run}"])
+    card = str(build_card(ADAPTER, recipe, json.loads((finished_run / "metrics.json").read_text()), "", adapter=True))
+    assert f"It needs its base model, **`{finished_run}`**" in card
+    assert "It was a local folder where the adapter was trained: publish that model too" in card

@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--adapter",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="push a LoRA run's adapter alone (OUTPUT/adapter), not its merged model (default: that of the failed push being retried, else the run's hub.adapter)",
+        help="push a LoRA run's adapter alone (OUTPUT/adapter), or with --no-adapter its merged model (default: that of the failed push being retried, else the run's hub.adapter)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="push even if the repo holds another model (default: refuse)"
