@@ -29,6 +29,7 @@ from segtune.recipe import OptimConfig, load_recipe
 from segtune.train import train
 from segtune.train.optim import parameter_groups
 from tests.data_fixtures import save, scene
+from tests.test_hub import logits
 from tests.test_train import _interrupt_at_batch, assert_same_weights, tiny_recipe
 
 LORA = ("model.peft.method=lora",)
@@ -42,15 +43,6 @@ LABELS = {i: f"c{i}" for i in range(6)}
 
 def lora_model(*overrides: str):
     return build_model(load_recipe("demo.yaml", [*LORA, *overrides]).model, LABELS)
-
-
-def pixels(seed: int = 0) -> torch.Tensor:
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-
-
-def logits(model) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(pixel_values=pixels()).logits
 
 
 @pytest.mark.parametrize(
