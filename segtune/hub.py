@@ -4,7 +4,8 @@ What goes up: the safetensors weights, `config.json` (for `mix_transformer` mode
 and the remote-code files), the image processor, `recipe.yaml`, `metrics.json`, the per-class table,
 the prediction grid and a model card `README.md`. `model_format="segformer"` uploads a stock transformers
 `SegformerForSemanticSegmentation` instead (`to_segformer()`): no remote code, and the Hub's
-inference widget works.
+inference widget works. `adapter=True` uploads a LoRA run's adapter alone, with a card naming its base
+model (`hub_adapter.py`).
 
 The token is whatever huggingface_hub finds (`HF_TOKEN`, or `hf auth login`); segtune never prints,
 logs or writes it.
@@ -27,6 +28,7 @@ from transformers.utils import CONFIG_NAME
 
 from . import run_dir
 from .errors import HubError
+from .hub_adapter import adapter_card_text, adapter_dir, stage_adapter
 from .metrics import per_class_table
 from .recipe import ARCHS, DATA_SOURCES, Recipe, recipe_from_dict
 
@@ -73,8 +75,9 @@ def _from_nvidia(recipe: Recipe) -> bool:
     return recipe.model.init == "pretrained" and recipe.model.checkpoint.startswith("nvidia/")
 
 
-def card_data(repo_id: str, recipe: Recipe, metrics: dict) -> ModelCardData:
-    """Model card metadata: library, task, tags, dataset, base model, licence and model-index results."""
+def card_data(repo_id: str, recipe: Recipe, metrics: dict, adapter: bool = False) -> ModelCardData:
+    """Model card metadata: library, task, tags, dataset, base model, licence and model-index results; for a
+    LoRA `adapter` alone, peft's library name and the base model it adapts."""
     dataset = _dataset_id(recipe) or f"segtune-{recipe.data.source}"
     results = [
         EvalResult(
@@ -91,14 +94,16 @@ def card_data(repo_id: str, recipe: Recipe, metrics: dict) -> ModelCardData:
     ]
     nvidia = _from_nvidia(recipe)
     return ModelCardData(
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag="image-segmentation",
         license="other" if nvidia else "apache-2.0",
         license_name="nvidia-source-code-license" if nvidia else None,
         license_link=NVIDIA_LICENSE_LINK if nvidia else None,
-        tags=["segtune", "segformer", recipe.model.arch, "semantic-segmentation", "vision"],
+        tags=["segtune", "segformer", recipe.model.arch, "semantic-segmentation", "vision"]
+        + (["lora", "peft"] if adapter else []),
         datasets=[dataset] if _dataset_id(recipe) else None,
         base_model=recipe.model.checkpoint if recipe.model.init == "pretrained" else None,
+        base_model_relation="adapter" if adapter else None,
         model_name=repo_id.split("/")[-1],
         eval_results=results,
     )
@@ -109,16 +114,20 @@ def _class_table(metrics: dict) -> str:
     return per_class_table(metrics, names, markdown=True)
 
 
-def card_text(repo_id: str, recipe: Recipe, metrics: dict, model_format: str) -> str:
-    """The model card body: results, per-class IoU, loading with and without segtune, licence."""
-    remote = model_format == "mix_transformer"
-    load_kwargs = ", trust_remote_code=True" if remote else ""
-    licence = (
+def _licence(recipe: Recipe) -> str:
+    return (
         f"This model was fine-tuned from `{recipe.model.checkpoint}`, NVIDIA's SegFormer weights, which carry "
         f"NVIDIA's non-commercial [Source Code License]({NVIDIA_LICENSE_LINK}); this model inherits it."
         if _from_nvidia(recipe)
         else "Apache-2.0."
     )
+
+
+def card_text(repo_id: str, recipe: Recipe, metrics: dict, model_format: str) -> str:
+    """The model card body: results, per-class IoU, loading with and without segtune, licence."""
+    remote = model_format == "mix_transformer"
+    load_kwargs = ", trust_remote_code=True" if remote else ""
+    licence = _licence(recipe)
     return f"""# {repo_id.split("/")[-1]}
 
 SegFormer ({recipe.model.variant}, `{recipe.model.arch}`) fine-tuned with [segtune](https://github.com/segtune/segtune)
@@ -157,14 +166,20 @@ image, ground truth and prediction for validation samples.
 """
 
 
-def build_card(repo_id: str, recipe: Recipe, metrics: dict, model_format: str) -> ModelCard:
-    """A `huggingface_hub.ModelCard`: the `ModelCardData` metadata, then `card_text`.
+def build_card(repo_id: str, recipe: Recipe, metrics: dict, model_format: str, adapter: bool = False) -> ModelCard:
+    """A `huggingface_hub.ModelCard`: the `ModelCardData` metadata, then `card_text` (`adapter_card_text` for an
+    `adapter` alone).
 
     Assembled as `ModelCard.from_template` assembles it, without its Jinja pass, which would read any `{{` in
     the text (a class name, a recipe value) as template syntax.
     """
-    metadata = card_data(repo_id, recipe, metrics).to_yaml()
-    return ModelCard(f"---\n{metadata}\n---\n\n{card_text(repo_id, recipe, metrics, model_format)}")
+    metadata = card_data(repo_id, recipe, metrics, adapter).to_yaml()
+    text = (
+        adapter_card_text(repo_id, recipe, metrics, _class_table(metrics), _licence(recipe))
+        if adapter
+        else card_text(repo_id, recipe, metrics, model_format)
+    )
+    return ModelCard(f"---\n{metadata}\n---\n\n{text}")
 
 
 def save_stock_model(output_dir: Path, folder: Path) -> None:
@@ -192,8 +207,9 @@ def _check_login(api: HfApi) -> None:
         ) from None
 
 
-def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> None:
-    """Refuse to push over a repo holding another model (other model type or labels) unless overwriting.
+def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool, adapter: bool = False) -> None:
+    """Refuse to push over a repo holding another model (other model type or labels), or an `adapter` into a repo
+    holding a whole model, unless overwriting.
 
     Raises:
         HubError: naming what the repo holds and what would be pushed.
@@ -204,6 +220,11 @@ def _check_related(api: HfApi, repo_id: str, config: dict, overwrite: bool) -> N
         existing = json.loads(Path(api.hf_hub_download(repo_id, CONFIG_NAME)).read_text())
     except (RepositoryNotFoundError, EntryNotFoundError):
         return
+    if adapter:
+        raise HubError(
+            f"{repo_id} already holds a whole model ({CONFIG_NAME}); an adapter goes in a repo of its own: "
+            "pass another --repo_id, or --overwrite to add it there anyway"
+        )
     theirs = (existing.get("model_type"), existing.get("id2label"))
     ours = (config.get("model_type"), config.get("id2label"))
     if theirs != ours and not (existing.get("model_type") in ARCHS and existing.get("id2label") == ours[1]):
@@ -219,17 +240,20 @@ def push(
     *,
     private: bool | None = None,
     model_format: str | None = None,
+    adapter: bool | None = None,
     overwrite: bool = False,
     commit_message: str | None = None,
 ) -> str:
     """Upload a finished run to `repo_id`; return the commit URL.
 
-    `repo_id`, `private` and `model_format` (`hub.format`: mix_transformer or segformer) default to the run's
-    `hub.*` recipe settings, or to a previous failed push's. The model card is also saved in the run directory
-    (README.md). A failure keeps everything local, records the attempt, and raises.
+    `repo_id`, `private`, `model_format` (`hub.format`: mix_transformer or segformer) and `adapter` (`hub.adapter`:
+    a LoRA run's adapter alone, instead of its merged model) default to the run's `hub.*` recipe settings, or to a
+    previous failed push's. The model card is also saved in the run directory (README.md; `adapter/README.md` for
+    the adapter's). A failure keeps everything local, records the attempt, and raises.
 
     Raises:
-        HubError: not a finished run, no token, an unrelated model in the repo, or the upload failed.
+        HubError: not a finished run, no token, an unrelated model in the repo, no pushable adapter, or the upload
+            failed.
     """
     output_dir = Path(output_dir)
     recipe, metrics, config = _read_run(output_dir)
@@ -242,13 +266,16 @@ def push(
     if model_format not in ARCHS:
         raise HubError(f"--format: expected one of {list(ARCHS)}, found {model_format!r}")
     private = recipe.hub.private if private is None else private
+    adapter = next(a for a in (adapter, pending.get("adapter"), recipe.hub.adapter) if a is not None)
+    if adapter:
+        adapter_dir(output_dir, recipe)  # refused before any request
     api = HfApi()
     _check_login(api)
-    _check_related(api, repo_id, config, overwrite)
+    _check_related(api, repo_id, config, overwrite, adapter)
     try:
-        url = _upload(api, output_dir, repo_id, recipe, metrics, model_format, private, commit_message)
+        url = _upload(api, output_dir, repo_id, recipe, metrics, model_format, adapter, private, commit_message)
     except Exception as error:  # HTTP errors, refused connections, timeouts: whatever stopped the upload
-        _record_pending(output_dir, repo_id, model_format, error)
+        _record_pending(output_dir, repo_id, model_format, adapter, error)
         raise HubError(
             f"push to {repo_id} failed ({type(error).__name__}: {error}); everything is kept in "
             f"{output_dir}: run `segtune push {output_dir}` to retry"
@@ -264,12 +291,14 @@ def _upload(
     recipe: Recipe,
     metrics: dict,
     model_format: str,
+    adapter: bool,
     private: bool,
     commit_message: str | None,
 ) -> str:
     api.create_repo(repo_id, private=private, exist_ok=True)
     # The card stays with the run (as transformers' Trainer keeps its README.md in the output directory).
-    build_card(repo_id, recipe, metrics, model_format).save(output_dir / run_dir.CARD)
+    card = build_card(repo_id, recipe, metrics, model_format, adapter)
+    card.save(output_dir / (f"{run_dir.ADAPTER}/{run_dir.CARD}" if adapter else run_dir.CARD))
     upload = functools.partial(
         api.upload_folder,
         repo_id=repo_id,
@@ -277,17 +306,22 @@ def _upload(
         ignore_patterns=NOT_UPLOADED,
         commit_message=commit_message or f"segtune: {recipe.name}, mIoU {metrics['mean_iou']:.4f}",
     )
-    if model_format == "mix_transformer":
+    if model_format == "mix_transformer" and not adapter:
         return upload(folder_path=output_dir).commit_url
-    with tempfile.TemporaryDirectory() as folder:  # the stock model is other files than the run's own
-        save_stock_model(output_dir, Path(folder))
+    with tempfile.TemporaryDirectory() as folder:  # the stock model or the adapter: other files than the run's own
+        if adapter:
+            stage_adapter(output_dir, recipe, Path(folder))
+            card.save(Path(folder) / run_dir.CARD)
+        else:
+            save_stock_model(output_dir, Path(folder))
         return upload(folder_path=folder).commit_url
 
 
-def _record_pending(output_dir: Path, repo_id: str, model_format: str, error: Exception) -> None:
+def _record_pending(output_dir: Path, repo_id: str, model_format: str, adapter: bool, error: Exception) -> None:
     record: dict[str, Any] = {
         "repo_id": repo_id,
         "format": model_format,
+        "adapter": adapter,
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "error": type(error).__name__,
     }

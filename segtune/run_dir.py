@@ -11,6 +11,7 @@ OUTPUT/
   README.md                                the model card of the last push
   runs/                                    tracker logs (TensorBoard, ...)
   checkpoints/step-00001000/               Accelerate's state, run_state.json, recipe.yaml and manifest.json
+  adapter/                                 after LoRA (model.peft): the adapter alone, for `segtune push --adapter`
   .push_pending.json                       a failed push, to retry with `segtune push`
 """
 
@@ -37,6 +38,7 @@ RUN_STATE = "run_state.json"
 MANIFEST = "manifest.json"  # in a checkpoint: every other file's size and checksum
 PUSH_PENDING = ".push_pending.json"
 CARD = "README.md"
+ADAPTER = "adapter"
 
 # What a run adds beside the model files; uploaded with it, removed by `--overwrite`.
 RESULT_FILES = (RECIPE, METRICS, TABLE, GRID, CARD)

@@ -243,7 +243,30 @@ def olah_server(tmp_path: Path) -> Iterator[OlahMirror]:
 def olah_env(olah_server: OlahMirror, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[OlahMirror]:
     """`olah_server`, with huggingface_hub and transformers using it (olah ignores the dummy token)."""
     with hub_clients_at(monkeypatch, olah_server.url, "hf_olah_dummy_token", tmp_path / "hf_home"):
+        _adapter_probe_answered_as_the_hub(monkeypatch, olah_server.mirrors / "models")
         yield olah_server
+
+
+def _adapter_probe_answered_as_the_hub(monkeypatch: pytest.MonkeyPatch, models: Path) -> None:
+    """Where peft is installed, transformers' `from_pretrained` first asks every repo for `adapter_config.json`.
+
+    The Hub answers a file missing from a repo with 404 EntryNotFound, and the probe returns None. olah 0.5.4 offline
+    answers 401 RepoNotFound instead, which the probe raises as a missing repo. For the repos olah mirrors, the probe
+    gets the Hub's answer; every module holding transformers' function is given it (as `_reload_constants` does).
+    """
+    from transformers.utils import peft_utils
+
+    original = peft_utils.find_adapter_config_file
+
+    def probe(model_id: str, *args, **kwargs) -> str | None:
+        repo = models / str(model_id)
+        if repo.is_dir() and not (repo / peft_utils.ADAPTER_CONFIG_NAME).exists():
+            return None
+        return original(model_id, *args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("transformers") and module is not None and vars(module).get(original.__name__) is original:
+            monkeypatch.setattr(module, original.__name__, probe)
 
 
 def _git(repo: Path, *args: str) -> str:

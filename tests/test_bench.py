@@ -1,7 +1,9 @@
-"""bench/gpu_train.py stays runnable where no GPU is: its --smoke mode runs every part at toy sizes on the CPU."""
+"""The benchmarks stay runnable: in --smoke mode, bench/gpu_train.py (where no GPU is) and bench/finetune_options.py
+run every part at toy sizes on the CPU."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,17 +14,32 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def smoke(script: str, *args: str, timeout: int) -> str:
+    """The stdout of `python bench/SCRIPT --smoke ARGS` in a fresh interpreter; fails the test if it fails."""
+    command = [sys.executable, str(ROOT / "bench" / script), "--smoke", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.mark.slow  # a fresh interpreter, four generated 1024x2048 scenes and a 3-step loop (~20 s)
 def test_gpu_benchmark_runs_every_part_in_smoke_mode(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu_train.py"), "--smoke", "--data", str(tmp_path / "city")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
+    out = smoke("gpu_train.py", "--data", str(tmp_path / "city"), timeout=600)
     assert re.search(r"^\| mit-b0 \| 64 \| [\d.]+ \| [\d.]+ \| - \| [\d.]+x \|", out, re.MULTILINE), out
     assert re.search(r"^## Data only: .* [\d.]+ MB per sample", out, re.MULTILINE), out
     assert re.search(r"^\| segtune eager \| [\d.]+ \| [\d.]+ \| \*\*\d+%\*\* \| n/a \|", out, re.MULTILINE), out
+
+
+@pytest.mark.slow  # a fresh interpreter per variant, four tiny training runs (~1 min)
+def test_finetune_options_benchmark_runs_every_part_in_smoke_mode(tmp_path):
+    out = smoke("finetune_options.py", "--work", str(tmp_path), timeout=900)
+    cost = r"^\| {} \| \d+ \([\d.]+x\) \| \d+ \([\d.]+x\) \| {} \| [\d.]+ \([\d.]+x\) \| {} \|$"
+    assert re.search(cost.format("full fine-tuning", r"3,715,686 \(100\.0%\)", "-"), out, re.MULTILINE), out
+    # LoRA's trainable count is peft's (the line the run prints at its start), and its checkpoint is smaller.
+    assert re.search(cost.format(r"LoRA, attention \(default\)", r"510,982 \(12\.1%\)", r"[\d.]+"), out, re.MULTILINE)
+    assert "decode_head in full: 510,982 of 4,226,668 parameters trainable (12.09%)" in out
+    assert re.search(r"^## Losses: the cost of each loss relative to CE$", out, re.MULTILINE)
+    for variant in (r"full fine-tuning", r"LoRA, attention \(default\)", r"LoRA, attention \+ Mix-FFN"):
+        assert re.search(rf"^\| {variant} \| 0\.\d{{4}} \| [+-]0\.\d{{4}} \| \d+ \|$", out, re.MULTILINE), out
+    costs = json.loads(out.strip().splitlines()[-1])["cost"]
+    assert costs["LoRA, attention (default)"]["checkpoint_mb"] < costs["full fine-tuning"]["checkpoint_mb"]

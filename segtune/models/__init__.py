@@ -8,6 +8,7 @@ Importing this package registers the MixTransformer classes with the transformer
 | auto.py           | registration with the Auto classes                                      |
 | convert.py        | NVlabs / mmseg `.pth` key maps                                          |
 | build.py          | recipe -> model (segformer or mix_transformer, pretrained or random)     |
+| lora.py           | LoRA through peft: target layers, the wrapped model, the merge           |
 | loading.py        | any checkpoint (directory or Hub id) and its image processor, for inference |
 """
 

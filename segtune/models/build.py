@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel, SegformerForSemanticSegmentation
 
 from ..recipe import ModelConfig
 from . import auto  # noqa: F401  (a built model saves and reloads through the Auto classes)
+from .lora import apply_lora
 from .mix_transformer import CheckpointError, MixTransformerConfig, MixTransformerForSemanticSegmentation
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +53,13 @@ def _pretrained(model: ModelConfig, overrides: dict[str, Any]) -> PreTrainedMode
     return SegformerForSemanticSegmentation.from_pretrained(checkpoint, ignore_mismatched_sizes=True, **overrides)
 
 
-def build_model(model: ModelConfig, id2label: dict[int, str], ignore_index: int = 255) -> PreTrainedModel:
-    """The segmentation model a recipe asks for, in training mode, its head sized for `id2label`.
+def build_model(model: ModelConfig, id2label: dict[int, str], ignore_index: int = 255) -> PreTrainedModel | PeftModel:
+    """The segmentation model a recipe asks for, in training mode, its head sized for `id2label`; with
+    `model.peft.method: lora`, wrapped by peft (LoRA on the encoder, the decode head trained in full).
 
     Raises:
         CheckpointError: `model.init_from` cannot be found or does not fit.
+        RecipeError: `model.peft` asks for peft, which is not installed, or names layers the model lacks.
     """
     overrides = _head_overrides(model, id2label, ignore_index)
     if model.init == "random":
@@ -65,9 +71,12 @@ def build_model(model: ModelConfig, id2label: dict[int, str], ignore_index: int 
         )
     else:
         built = _pretrained(model, overrides)
+    channels_last_conv_weights(built)
+    if model.peft.method == "lora":
+        # Before checkpointing is on: peft would then hook the input embeddings, which a vision model lacks.
+        built = apply_lora(built, model.peft, model.arch, model.checkpoint if model.init == "pretrained" else None)
     if model.gradient_checkpointing:
         built.activation_checkpointing_enable()
-    channels_last_conv_weights(built)
     return built.train()
 
 

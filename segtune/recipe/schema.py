@@ -27,6 +27,7 @@ TRACKERS = ("tensorboard", "wandb", "trackio", "none")
 PAPER_MAX_STEPS = 160_000
 # loss terms that take loss.class_weights (Dice, Jaccard and Lovász already weigh every class alike)
 CLASS_WEIGHTED_TERMS = ("ce", "ohem", "focal")
+PEFT_METHODS = ("none", "lora")  # model.peft.method: full fine-tuning, or LoRA through the peft library
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,24 @@ DATA_SOURCES: dict[str, SourceSpec] = {
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning through the `peft` library (off by default: full fine-tuning).
+
+    LoRA adapters on the encoder's `target_modules`; the decode head is trained in full (peft's
+    `modules_to_save`). The run's final model is merged (an ordinary checkpoint); the adapter is kept beside it.
+    """
+
+    method: str = "none"  # none (full fine-tuning) | lora
+    r: int = 16  # LoRA rank
+    alpha: float = 16.0  # LoRA scaling numerator: the update is (alpha / r) * B @ A
+    dropout: float = 0.1  # dropout on the LoRA branch's input
+    # Linear layers to adapt, matched as peft matches a list: the whole module name or its end after a dot.
+    # None: the arch's default (segtune.models.peft.DEFAULT_TARGETS): every attention projection of MiT
+    # (attn.q, the fused attn.kv, attn.proj); for segformer PEFT's guide's query and value (q_proj, v_proj).
+    target_modules: tuple[str, ...] | None = None
+
+
+@dataclass
 class ModelConfig:
     """Which network, and where its initial weights come from."""
 
@@ -64,6 +83,7 @@ class ModelConfig:
     drop_path_rate: float = 0.1
     classifier_dropout_prob: float = 0.1
     gradient_checkpointing: bool = False
+    peft: PeftConfig = field(default_factory=PeftConfig)
 
     @property
     def checkpoint(self) -> str:
@@ -193,6 +213,7 @@ class HubConfig:
     repo_id: str | None = None
     private: bool = False
     format: str = "mix_transformer"  # mix_transformer (remote code) | segformer (stock transformers)
+    adapter: bool = False  # push the LoRA adapter alone (model.peft), instead of the merged model
 
 
 @dataclass

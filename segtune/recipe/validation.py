@@ -21,6 +21,7 @@ from .schema import (
     LOSS_TERMS,
     MIT_VARIANTS,
     PAPER_MAX_STEPS,
+    PEFT_METHODS,
     PRECISIONS,
     TRACKERS,
     FocalTerm,
@@ -108,6 +109,25 @@ def _check_model(r: Recipe) -> list[str]:
         problems += _choice("model.variant", m.variant, MIT_VARIANTS)
     problems += _choice("model.init", m.init, INITS)
     return problems + _positive("model.drop_path_rate", m.drop_path_rate, allow_zero=True)
+
+
+def _check_peft(r: Recipe) -> list[str]:
+    """The `model.peft` section; whether each target names a layer of the model is checked once it is built."""
+    p = r.model.peft
+    problems = _choice("model.peft.method", p.method, PEFT_METHODS)
+    problems += _positive("model.peft.r", p.r) + _positive("model.peft.alpha", p.alpha)
+    if not 0 <= p.dropout < 1:
+        problems.append(f"model.peft.dropout: expected a probability in [0, 1), found {p.dropout}")
+    if p.target_modules is not None and (not p.target_modules or not all(t.strip() for t in p.target_modules)):
+        problems.append(
+            f"model.peft.target_modules: expected layer names (e.g. ['attn.q', 'attn.kv']) or null for the "
+            f"arch's default, found {list(p.target_modules)}"
+        )
+    if r.hub.adapter and p.method != "lora":
+        problems.append(
+            f"hub.adapter: true pushes a LoRA adapter, which needs model.peft.method: lora; found {p.method!r}"
+        )
+    return problems
 
 
 def _check_data(r: Recipe) -> list[str]:
@@ -275,6 +295,7 @@ def _check_loss(r: Recipe) -> list[str]:
 
 _CHECKS = (
     _check_model,
+    _check_peft,
     _check_data,
     _check_augment,
     _check_train,

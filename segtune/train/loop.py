@@ -25,6 +25,7 @@ from ..data import SegmentationData, build_datasets, make_loader
 from ..errors import TrainingError
 from ..evaluation import evaluate
 from ..models.build import build_model
+from ..models.lora import is_lora, trainable_summary
 from ..recipe import Recipe, recipe_warnings, validate
 from .agreement import on_main
 from .checkpoints import (
@@ -147,6 +148,8 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
         criterion = build_criterion(recipe, data, accelerator.device, accelerator.print)
     data.preprocess.to(accelerator.device)  # its mean and std, once
     model = build_model(recipe.model, data.labels.id2label, data.labels.ignore_index)
+    if is_lora(model):
+        accelerator.print(trainable_summary(model))
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, recipe.optim)

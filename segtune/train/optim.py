@@ -14,6 +14,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 from ..recipe import OptimConfig
 
 HEAD_PREFIX = "decode_head."
+PEFT_PREFIX = "base_model.model."  # where a peft model (LoRA) holds the wrapped model's parameters
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
@@ -24,7 +25,8 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 
 
 def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
-    """Four AdamW groups: (encoder, head) x (decayed, not decayed). Empty groups are left out.
+    """Four AdamW groups: (encoder, head) x (decayed, not decayed). Empty groups are left out, and so are
+    frozen parameters (under LoRA, all but the adapters, in the encoder groups, and the decode head).
 
     Each group carries a `name`, so logs and tests can tell them apart.
     """
@@ -33,7 +35,7 @@ def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        head = name.startswith(HEAD_PREFIX)
+        head = name.removeprefix(PEFT_PREFIX).startswith(HEAD_PREFIX)
         plain = name in no_decay
         key = f"{'head' if head else 'encoder'}{'_no_decay' if plain else ''}"
         group = groups.setdefault(

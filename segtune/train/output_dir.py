@@ -54,5 +54,6 @@ def clear_previous_run(output_dir: Path) -> None:
     if not output_dir.is_dir():
         return
     shutil.rmtree(run_dir.checkpoint_root(output_dir), ignore_errors=True)
+    shutil.rmtree(output_dir / run_dir.ADAPTER, ignore_errors=True)  # a later `push --adapter` must not find it
     for name in (run_dir.TRAIN_LOG, *run_dir.RESULT_FILES):
         (output_dir / name).unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """What a finished run leaves in its output directory (names in `run_dir`).
 
 The final model (`save_pretrained`) with its image processor at the top, so `from_pretrained(OUTPUT)`
-works; `metrics.json` (evaluate's key names, written last: it marks a finished run); a per-class IoU
+works (after LoRA, the merged model; the adapter alone is kept in `adapter/`, with the image processor); `metrics.json` (evaluate's key names, written last: it marks a finished run); a per-class IoU
 table; a PNG grid of sample predictions. `recipe.yaml` and `checkpoints/` are written during training.
 """
 
@@ -15,6 +15,7 @@ from .. import run_dir
 from ..data import SegmentationData
 from ..inference import predict_labels
 from ..metrics import per_class_table
+from ..models.lora import is_lora, merge, save_adapter
 from ..recipe import Recipe
 from ..visualize import prediction_grid
 from .checkpoints import RunState
@@ -64,10 +65,16 @@ def write_outputs(
     results: dict,
 ) -> None:
     """Save the final `model` (unwrapped) and the run's `results` into `recipe.output_dir` (main process);
-    every process waits for it."""
+    every process waits for it. A LoRA model is saved merged, and its adapter alone in `adapter/`: `model` is
+    merged in place, spent for training."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         out = recipe.output_dir
+        if is_lora(model):
+            save_adapter(model, out / run_dir.ADAPTER)
+            data.processor.save_pretrained(out / run_dir.ADAPTER)
+            run_dir.honour_umask((out / run_dir.ADAPTER).glob("*.safetensors"))
+            model = merge(model)
         model.config.palette = [list(colour) for colour in data.labels.palette]  # for segtune.segment's colours
         model.save_pretrained(out)
         data.processor.save_pretrained(out)
