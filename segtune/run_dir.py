@@ -11,6 +11,8 @@ OUTPUT/
   README.md                                the model card of the last push
   runs/                                    tracker logs (TensorBoard, ...)
   checkpoints/step-00001000/               Accelerate's state, run_state.json and recipe.yaml
+  onnx/                                    `segtune export`: model.onnx, config.json, preprocessor_config.json,
+                                           export.json (what is inside, and its check); pushed with the run
   .push_pending.json                       a failed push, to retry with `segtune push`
 """
 
@@ -35,6 +37,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 RUN_STATE = "run_state.json"
 PUSH_PENDING = ".push_pending.json"
+ONNX_DIR = "onnx"
 CARD = "README.md"
 
 # What a run adds beside the model files; uploaded with it, removed by `--overwrite`.
