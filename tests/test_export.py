@@ -16,6 +16,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from huggingface_hub import snapshot_download
 from PIL import Image
 from transformers import (
     AutoModelForSemanticSegmentation,
@@ -32,6 +33,7 @@ from segtune.export.check import CHECK_SHAPES, check_miou
 from segtune.export.exporter import TRACE_SHAPE
 from segtune.export.graph import Normalise
 from segtune.export.runtime import OnnxRuntimeModel
+from segtune.hub import push
 from segtune.models.mix_transformer import CheckpointError
 from segtune.recipe import load_recipe
 from tests.conftest import TINY_RUN
@@ -204,6 +206,19 @@ def test_normalisation_in_the_graph_is_the_image_processors_to_the_bit():
     ):
         expected = processor(list(images), return_tensors="pt")["pixel_values"]
         assert torch.equal(Normalise(processor)(images), expected), processor
+
+
+def test_the_push_uploads_the_export_with_the_run(hub_env, exported, images, tmp_path):
+    run = Path(shutil.copytree(exported[0], tmp_path / "run"))
+    push(run, "user/tiny-onnx")
+    stored = set(hub_env.resolve(hub_env.repo("user/tiny-onnx"), "main").files)
+    assert {f"onnx/{name}" for name in ONNX_FILES} <= stored and "model.safetensors" in stored
+    assert not [name for name in stored if name.startswith("checkpoints/")]
+    pulled = Path(snapshot_download("user/tiny-onnx", allow_patterns=["onnx/*"])) / "onnx"
+    assert {p.name for p in pulled.iterdir()} == ONNX_FILES
+    np.testing.assert_array_equal(
+        segtune.segment(pulled, images, backend="onnx")[0], segtune.segment(str(run), images)[0]
+    )
 
 
 def _graph(path: Path, dtype: int) -> Path:
