@@ -1,4 +1,5 @@
-"""bench/gpu_train.py stays runnable where no GPU is: its --smoke mode runs every part at toy sizes on the CPU."""
+"""The benchmarks stay runnable here: bench/gpu_train.py (no GPU needed) and bench/export_speed.py run every part at
+toy sizes on the CPU in their --smoke mode."""
 
 from __future__ import annotations
 
@@ -26,3 +27,20 @@ def test_gpu_benchmark_runs_every_part_in_smoke_mode(tmp_path):
     assert re.search(r"^\| mit-b0 \| 64 \| [\d.]+ \| [\d.]+ \| - \| [\d.]+x \|", out, re.MULTILINE), out
     assert re.search(r"^## Data only: .* [\d.]+ MB per sample", out, re.MULTILINE), out
     assert re.search(r"^\| segtune eager \| [\d.]+ \| [\d.]+ \| \*\*\d+%\*\* \| n/a \|", out, re.MULTILINE), out
+
+
+@pytest.mark.slow  # a fresh interpreter and an export of a toy model (~20-60 s)
+def test_export_benchmark_runs_in_smoke_mode():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "export_speed.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"^export with torch\.onnx\.export\(dynamo=True\).*: toy [\d.]+ s$", done.stdout, re.MULTILINE)
+    for side in ("PyTorch eager fp32 \\(CPU\\)", "ONNX Runtime fp32 \\(CPU\\)"):
+        assert re.search(rf"^\| toy \| 64x64 \| {side} \| \d+ \| [\d.]+ \| [\d.]+x \|$", done.stdout, re.MULTILINE), (
+            done.stdout
+        )
