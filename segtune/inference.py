@@ -170,7 +170,7 @@ def segment(
         from .export.runtime import load_onnx
 
         model, saved = load_onnx(model)
-        processor = processor or saved
+        processor = saved if processor is None else processor
     elif is_path:
         model, processor = load_for_inference(str(model))
     elif processor is None:

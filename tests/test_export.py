@@ -37,6 +37,7 @@ from segtune.hub import push
 from segtune.models.mix_transformer import CheckpointError
 from segtune.recipe import load_recipe
 from tests.conftest import TINY_RUN
+from tests.test_hub import MODEL_FILES
 
 ONNX_FILES = {"model.onnx", "config.json", "preprocessor_config.json", "export.json"}
 
@@ -357,14 +358,7 @@ def test_uint8_in_class_maps_out_equal_segment_from_a_pulled_remote_code_checkpo
     loads a Hub id; `--preprocess --labels` make a graph from image pixels to what `segtune.segment` returns."""
     pulled = tmp_path / "pulled"
     pulled.mkdir()
-    for name in (
-        "config.json",
-        "model.safetensors",
-        "preprocessor_config.json",
-        "configuration_mix_transformer.py",
-        "modeling_mix_transformer.py",
-        "convert_mix_transformer.py",
-    ):
+    for name in MODEL_FILES:  # what a push uploads as the model
         shutil.copy2(finished_run / name, pulled / name)
     assert "AutoModelForSemanticSegmentation" in json.loads((pulled / "config.json").read_text())["auto_map"]
     _export(str(pulled), "--preprocess", "--labels", "--output_dir", str(tmp_path / "deploy"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +46,7 @@ def _inputs(shape: tuple[int, ...], options: GraphOptions, generator: torch.Gene
     return pixels.half() if options.half else pixels
 
 
-def check_parity(model: torch.nn.Module, processor: Any, folder: Any, options: GraphOptions) -> dict:
+def check_parity(model: torch.nn.Module, processor: Any, folder: Path, options: GraphOptions) -> dict:
     """Run the exported graph in `folder` with ONNX Runtime and the same pipeline in PyTorch (fp32) on
     `CHECK_SHAPES`; return the largest logit difference and the share of pixels with the same argmax (or the
     same class, for a `labels` graph), next to their targets.
@@ -129,7 +130,7 @@ def check_export(
     model_id: str,
     model: torch.nn.Module,
     processor: Any,
-    folder: Any,
+    folder: Path,
     options: GraphOptions,
     recipe: Recipe | None,
     required: bool = False,
@@ -145,7 +146,10 @@ def check_export(
     """
     report: dict[str, Any] = {"parity": check_parity(model, processor, folder, options)}
     if options.preprocess or options.labels:
-        skipped = "the evaluation feeds normalised pixel values and averages logits: export without --preprocess and --labels to check the mIoU"
+        skipped = (
+            "the evaluation feeds normalised pixel values and averages logits (sliding windows, TTA): export without "
+            "--preprocess and --labels to check the mIoU"
+        )
     elif recipe is None:
         skipped = f"no recipe to evaluate with ({model_id} is not a run directory): pass --recipe"
     else:

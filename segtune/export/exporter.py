@@ -196,7 +196,8 @@ def export_onnx(
     `half`: fp16. `preprocess`: uint8 images in, normalised in the graph. `labels`: class maps out (uint8
     while the classes fit, else int64). `check`: None (default) runs the parity check, and the mIoU check
     when there is a recipe (`recipe`, else the run's recipe.yaml) whose evaluation split loads; True
-    requires both; False skips them. Returns the description also written to export.json, with the checks.
+    requires both (the mIoU of graphs without `preprocess` and `labels`, which the evaluation can run); False
+    skips them. Returns the description also written to export.json, with the checks.
 
     Raises:
         ExportError: no output folder for a Hub id, a bad opset, the onnx packages missing, or a failed

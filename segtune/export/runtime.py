@@ -121,10 +121,12 @@ class OnnxRuntimeModel(nn.Module):
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        """Raises:
-        CheckpointError: the file is missing or not a readable ONNX model, or its graph does not take
-            float pixel values and return logits.
-        ExportError: onnxruntime is not installed.
+        """Open the graph at `path` (model.onnx or its folder) and read the config.json beside it.
+
+        Raises:
+            CheckpointError: the file is missing or not a readable ONNX model, or its graph does not take
+                float pixel values and return logits.
+            ExportError: onnxruntime is not installed.
         """
         super().__init__()
         self.path = find_model_file(path)
