@@ -4,6 +4,7 @@
     from segtune import MixTransformerForSemanticSegmentation   # loads the model code and registers
                                                                 # it with the transformers Auto classes
     masks = segtune.segment("outputs/demo", ["a.jpg"])          # class-index maps, any checkpoint
+    segtune.export_onnx("outputs/demo")                         # outputs/demo/onnx/, checked against PyTorch
 
 The command lines are one `segtune` program (`segtune --help`; segtune/commands/).
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from .lazy import lazy_exports
 
 if TYPE_CHECKING:  # what IDEs and type checkers follow; at run time, `lazy_exports` imports on first use
+    from .export import export_onnx
     from .inference import segment
     from .metrics import MeanIoU
     from .models import (
@@ -40,6 +42,7 @@ _EXPORTS = {
     "Recipe": ".recipe",
     "load_recipe": ".recipe",
     "segment": ".inference",
+    "export_onnx": ".export",
     "train": ".train",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

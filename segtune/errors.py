@@ -31,6 +31,10 @@ class HubError(SegtuneError, RuntimeError):
     """A push or pull that failed: login, repo, missing file."""
 
 
+class ExportError(SegtuneError, RuntimeError):
+    """An ONNX export that cannot be made or fails its own check, or the ONNX packages missing (`segtune[onnx]`)."""
+
+
 # How many problems or values a message lists before "... and N more".
 MAX_LISTED = 10
 
@@ -65,6 +69,7 @@ def is_user_error(error: BaseException) -> bool:
 __all__ = [
     "MAX_LISTED",
     "DatasetError",
+    "ExportError",
     "HubError",
     "RecipeError",
     "SegtuneError",

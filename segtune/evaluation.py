@@ -49,9 +49,14 @@ def evaluate(
     return results
 
 
-def evaluate_checkpoint(model_id: str, recipe: Recipe) -> tuple[dict, dict[int, str]]:
+def evaluate_checkpoint(
+    model_id: str, recipe: Recipe, model: torch.nn.Module | None = None
+) -> tuple[dict, dict[int, str]]:
     """mIoU, mAcc, aAcc and per-class scores (evaluate's `mean_iou` keys) of `model_id` on the recipe's eval
     split, and the class names.
+
+    `model`, if given, is evaluated instead of loading `model_id` (which then only names it): e.g. an exported
+    model run by ONNX Runtime (segtune/export/runtime.py), scored by this same code.
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded or predicts another number of classes.
@@ -61,7 +66,8 @@ def evaluate_checkpoint(model_id: str, recipe: Recipe) -> tuple[dict, dict[int, 
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
     with accelerator.main_process_first():
         data = build_datasets(recipe)
-    model, _ = load_for_inference(model_id)
+    if model is None:
+        model, _ = load_for_inference(model_id)
     if model.config.num_labels != data.labels.num_labels:
         raise CheckpointError(
             f"{model_id} predicts {model.config.num_labels} classes; the recipe's data has {data.labels.num_labels} "

@@ -2,10 +2,10 @@
 
 What goes up: the safetensors weights, `config.json` (for `mix_transformer` models with `auto_map`
 and the remote-code files), the image processor, `recipe.yaml`, `metrics.json`, the per-class table,
-the prediction grid and a model card `README.md`. `model_format="segformer"` uploads a stock transformers
-`SegformerForSemanticSegmentation` instead (`to_segformer()`): no remote code, and the Hub's
-inference widget works. `adapter=True` uploads a LoRA run's adapter alone, with a card naming its base
-model (`hub_adapter.py`).
+the prediction grid, a model card `README.md`, and the ONNX export in `onnx/` if `segtune export` wrote
+one. `model_format="segformer"` uploads a stock transformers `SegformerForSemanticSegmentation` instead
+(`to_segformer()`): no remote code, and the Hub's inference widget works. `adapter=True` uploads a LoRA
+run's adapter alone, with a card naming its base model (`hub_adapter.py`).
 
 The token is whatever huggingface_hub finds (`HF_TOKEN`, or `hf auth login`); segtune never prints,
 logs or writes it.
@@ -32,11 +32,17 @@ from .hub_adapter import adapter_card_text, adapter_dir, stage_adapter
 from .metrics import per_class_table
 from .recipe import ARCHS, DATA_SOURCES, Recipe, recipe_from_dict
 
-# What a push uploads from a run directory: the model files at its top level and the run's results; never
-# checkpoints or tracker logs (in subfolders) or the record of a failed push.
-UPLOADED = ["*.safetensors", "*.json", "*.py", *run_dir.RESULT_FILES]
-NOT_UPLOADED = ["*/*", run_dir.PUSH_PENDING]
+# What a push uploads from a run directory: the model files at its top level, the run's results and its ONNX
+# export (`segtune export` writes onnx/); never checkpoints or tracker logs (other subfolders, `not_uploaded`)
+# or the record of a failed push.
+UPLOADED = ["*.safetensors", "*.json", "*.py", *run_dir.RESULT_FILES, f"{run_dir.ONNX_DIR}/*"]
 NVIDIA_LICENSE_LINK = "https://github.com/NVlabs/SegFormer/blob/master/LICENSE"
+
+
+def not_uploaded(folder: Path) -> list[str]:
+    """What a push leaves out of `folder`: every subfolder but onnx/, and the record of a failed push."""
+    subfolders = [f"{p.name}/*" for p in sorted(folder.iterdir()) if p.is_dir() and p.name != run_dir.ONNX_DIR]
+    return [*subfolders, run_dir.PUSH_PENDING]
 
 
 def _read_run(output_dir: Path) -> tuple[Recipe, dict, dict]:
@@ -194,6 +200,8 @@ def save_stock_model(output_dir: Path, folder: Path) -> None:
     for name in run_dir.RESULT_FILES:
         if (output_dir / name).is_file():
             shutil.copy2(output_dir / name, folder / name)
+    if (output_dir / run_dir.ONNX_DIR).is_dir():
+        shutil.copytree(output_dir / run_dir.ONNX_DIR, folder / run_dir.ONNX_DIR)
 
 
 def _check_login(api: HfApi) -> None:
@@ -303,18 +311,17 @@ def _upload(
         api.upload_folder,
         repo_id=repo_id,
         allow_patterns=UPLOADED,
-        ignore_patterns=NOT_UPLOADED,
         commit_message=commit_message or f"segtune: {recipe.name}, mIoU {metrics['mean_iou']:.4f}",
     )
     if model_format == "mix_transformer" and not adapter:
-        return upload(folder_path=output_dir).commit_url
+        return upload(folder_path=output_dir, ignore_patterns=not_uploaded(output_dir)).commit_url
     with tempfile.TemporaryDirectory() as folder:  # the stock model or the adapter: other files than the run's own
         if adapter:
             stage_adapter(output_dir, recipe, Path(folder))
             card.save(Path(folder) / run_dir.CARD)
         else:
             save_stock_model(output_dir, Path(folder))
-        return upload(folder_path=folder).commit_url
+        return upload(folder_path=folder, ignore_patterns=not_uploaded(Path(folder))).commit_url
 
 
 def _record_pending(output_dir: Path, repo_id: str, model_format: str, adapter: bool, error: Exception) -> None:

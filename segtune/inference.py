@@ -133,6 +133,9 @@ def open_image(image: ImageInput) -> Image.Image:
         raise DatasetError(f"{image}: cannot read the image ({error})") from None
 
 
+BACKENDS = ("torch", "onnx")
+
+
 def segment(
     model: str | Path | nn.Module,
     images: Sequence[ImageInput],
@@ -140,6 +143,7 @@ def segment(
     processor: Any = None,
     batch_size: int = 4,
     device: str = "auto",
+    backend: str = "torch",
     **settings: Any,
 ) -> list[np.ndarray]:
     """Class-index maps (H, W), one per image, at each image's own size.
@@ -148,13 +152,26 @@ def segment(
     a loaded model, with its `processor` (default: the one saved in `model.name_or_path`, else
     transformers' `SegformerImageProcessor`). `settings` are `EvalConfig` fields (`mode="slide"`,
     `crop_size`, `stride`, `tta=True`, ...), defaulting to its values. Images of equal size are batched.
+    `backend="onnx"`, or a path ending in `.onnx`: `model` is an exported model.onnx or the folder
+    `segtune export` wrote, run by ONNX Runtime through this same code (segtune/export/runtime.py).
 
     Raises:
         DatasetError: an image cannot be read (named).
         CheckpointError: the model cannot be loaded.
+        ExportError: `backend="onnx"` without onnxruntime installed.
         TypeError: a setting that is not an `EvalConfig` field.
+        ValueError: an unknown `backend`, or "onnx" with a loaded model rather than a path.
     """
-    if isinstance(model, (str, Path)):
+    is_path = isinstance(model, (str, Path))
+    if backend not in BACKENDS or (backend == "onnx" and not is_path):
+        found = repr(backend) if backend not in BACKENDS else f"'onnx' with a loaded {type(model).__name__}"
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, 'onnx' with a path; found {found}")
+    if is_path and (backend == "onnx" or str(model).endswith(".onnx")):
+        from .export.runtime import load_onnx
+
+        model, saved = load_onnx(model)
+        processor = saved if processor is None else processor
+    elif is_path:
         model, processor = load_for_inference(str(model))
     elif processor is None:
         processor = load_processor(model)

@@ -12,6 +12,8 @@ OUTPUT/
   runs/                                    tracker logs (TensorBoard, ...)
   checkpoints/step-00001000/               Accelerate's state, run_state.json, recipe.yaml and manifest.json
   adapter/                                 after LoRA (model.peft): the adapter alone, for `segtune push --adapter`
+  onnx/                                    `segtune export`: model.onnx, config.json, preprocessor_config.json,
+                                           export.json (what is inside, and its check); pushed with the run
   .push_pending.json                       a failed push, to retry with `segtune push`
 """
 
@@ -37,6 +39,7 @@ CHECKPOINT_PREFIX = "step-"
 RUN_STATE = "run_state.json"
 MANIFEST = "manifest.json"  # in a checkpoint: every other file's size and checksum
 PUSH_PENDING = ".push_pending.json"
+ONNX_DIR = "onnx"
 CARD = "README.md"
 ADAPTER = "adapter"
 

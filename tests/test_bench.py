@@ -1,5 +1,5 @@
-"""The benchmarks stay runnable: in --smoke mode, bench/gpu_train.py (where no GPU is) and bench/finetune_options.py
-run every part at toy sizes on the CPU."""
+"""The benchmarks stay runnable: in --smoke mode, bench/gpu_train.py (where no GPU is), bench/finetune_options.py
+and bench/export_speed.py run every part at toy sizes on the CPU."""
 
 from __future__ import annotations
 
@@ -43,3 +43,13 @@ def test_finetune_options_benchmark_runs_every_part_in_smoke_mode(tmp_path):
         assert re.search(rf"^\| {variant} \| 0\.\d{{4}} \| [+-]0\.\d{{4}} \| \d+ \|$", out, re.MULTILINE), out
     costs = json.loads(out.strip().splitlines()[-1])["cost"]
     assert costs["LoRA, attention (default)"]["checkpoint_mb"] < costs["full fine-tuning"]["checkpoint_mb"]
+
+
+@pytest.mark.slow  # a fresh interpreter, an export of a toy model and a child process per cell (~30-60 s)
+def test_export_benchmark_runs_in_smoke_mode():
+    out = smoke("export_speed.py", "--memory", timeout=600)
+    assert re.search(r"^export with torch\.onnx\.export\(dynamo=True\).*: toy [\d.]+ s$", out, re.MULTILINE), out
+    row = r"^\| toy \| 64x64 \| {side} \| \d+ \| [\d.]+ \| [\d.]+x \|{peaks}$"
+    assert re.search(row.format(side=r"PyTorch eager fp32 \(CPU\)", peaks=""), out, re.MULTILINE), out
+    peaks = r" -?[\d.]+ / -?[\d.]+ \|"
+    assert re.search(row.format(side=r"ONNX Runtime fp32 \(CPU\)", peaks=peaks), out, re.MULTILINE), out

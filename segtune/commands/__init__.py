@@ -3,6 +3,7 @@
     segtune train --recipe demo.yaml                              # also: accelerate launch -m segtune train ...
     segtune evaluate --model outputs/demo --recipe demo.yaml
     segtune predict --model outputs/demo photo.jpg --out predictions/
+    segtune export outputs/demo --format onnx                     # checked against PyTorch; outputs/demo/onnx/
     segtune push outputs/demo --repo_id user/segformer-demo
     segtune data check --recipe folder.yaml --set data.path=data/mine
     segtune recipe show demo.yaml --set optim.lr=1e-3
@@ -10,7 +11,7 @@
 `python -m segtune COMMAND` is the same program. One module per command, each with `add_arguments(parser)`
 and `run(args)`; the first line of its docstring is its one-line description in `segtune --help`. The older
 forms stay as aliases of one command each (`alias`): `python -m segtune.finetune` (train),
-`python -m segtune.predict`, `python -m segtune.push`, `python -m segtune.data`, and
+`python -m segtune.predict`, `python -m segtune.push`, `python -m segtune.data`, `python -m segtune.export`, and
 `accelerate launch segtune/finetune.py`. Importing this package, or asking for `--help`, loads no torch.
 """
 
@@ -23,7 +24,7 @@ from types import ModuleType
 
 from . import cli
 
-COMMANDS = ("train", "evaluate", "predict", "push", "data", "recipe")
+COMMANDS = ("train", "evaluate", "predict", "export", "push", "data", "recipe")
 
 
 def main(argv: list[str] | None = None, prog: str = "segtune") -> int:

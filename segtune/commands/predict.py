@@ -2,6 +2,7 @@
 
     segtune predict --model outputs/demo images/*.jpg --out predictions/
     segtune predict --model user/segformer-b0-city city.png --out out/ --mode slide --raw
+    segtune predict --onnx outputs/demo/onnx images/*.jpg --out predictions/     # ONNX Runtime
 
 The library function is `segtune.segment(model, images)` (segtune/inference.py).
 """
@@ -24,7 +25,13 @@ _DEFAULTS = EvalConfig()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint directory or Hub repo id")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="checkpoint directory or Hub repo id; this or --onnx (default: none)")
+    model.add_argument(
+        "--onnx",
+        help="an exported model.onnx, or the folder `segtune export` wrote, run by ONNX Runtime with the image "
+        "processor saved beside it; this or --model (default: none)",
+    )
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--raw", action="store_true", help="also write the class-index PNG (default: off)")
@@ -58,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from ..models.loading import load_for_inference
     from ..visualize import palette_for
 
-    model, processor = load_for_inference(args.model)
+    if args.onnx:
+        from ..export.runtime import load_onnx
+
+        model, processor = load_onnx(args.onnx)
+    else:
+        model, processor = load_for_inference(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed, readable = [], []
