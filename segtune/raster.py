@@ -135,6 +135,15 @@ class TiffRaster(Raster):
             for c in range(self._columns)
         ]
 
+    def _decode(self, data: bytes | None, index: int) -> tuple:
+        try:
+            return self._page.decode(data, index, **self._decode_args)
+        except Exception as error:  # a codec's own error types (imagecodecs has many): bad data, not a bug here
+            hint = " (pip install imagecodecs)" if "imagecodecs" in str(error).lower() else ""
+            raise DatasetError(
+                f"{self.path}: cannot decode {self._page.compression.name}-compressed data: {error}{hint}"
+            ) from None
+
     def read_samples(self, y1: int, y2: int) -> np.ndarray:
         """Rows [y1, y2) as stored: (y2 - y1, width, samples per pixel)."""
         page, indices = self._page, self._segments(y1, y2) if y2 > y1 else []
@@ -142,23 +151,17 @@ class TiffRaster(Raster):
         segments = self._tiff.filehandle.read_segments(
             [page.dataoffsets[i] for i in indices], [page.databytecounts[i] for i in indices], indices=indices
         )
-        try:
-            for data, index in segments:
-                # (1, rows, columns, samples) at (plane, depth, y, x, sample); tiles come padded to full size
-                segment, (plane, _, y, x, _), _ = page.decode(data, index, **self._decode_args)
-                self.segments_read += 1
-                if segment is None:  # an empty segment: zeros
-                    continue
-                top, bottom = max(y, y1), min(y + segment.shape[1], y2, self.height)
-                width = min(segment.shape[2], self.width - x)
-                out[top - y1 : bottom - y1, x : x + width, plane : plane + segment.shape[3]] = segment[
-                    0, top - y : bottom - y, :width
-                ]
-        except (ValueError, NotImplementedError, KeyError) as error:
-            hint = " (pip install imagecodecs)" if "imagecodecs" in str(error).lower() else ""
-            raise DatasetError(
-                f"{self.path}: cannot decode {page.compression.name}-compressed data: {error}{hint}"
-            ) from None
+        for data, index in segments:
+            # (1, rows, columns, samples) at (plane, depth, y, x, sample); tiles come padded to full size
+            segment, (plane, _, y, x, _), _ = self._decode(data, index)
+            self.segments_read += 1
+            if segment is None:  # an empty segment: zeros
+                continue
+            top, bottom = max(y, y1), min(y + segment.shape[1], y2, self.height)
+            width = min(segment.shape[2], self.width - x)
+            out[top - y1 : bottom - y1, x : x + width, plane : plane + segment.shape[3]] = segment[
+                0, top - y : bottom - y, :width
+            ]
         return out
 
     def read(self, y1: int, y2: int) -> np.ndarray:

@@ -162,6 +162,8 @@ def test_predict_tile_streams_tiffs_with_the_sliding_windows_labels(finished_run
     )
     config = json.loads((finished_run / "config.json").read_text())
     palette, id2label = config["palette"], {int(k): v for k, v in config["id2label"].items()}
+    library = segtune.segment(str(finished_run), [tmp_path / "big.tif"], tile=True, crop_size=(64, 64), stride=(48, 40))
+    np.testing.assert_array_equal(library[0], tifffile.imread(out / "big_labels.tif"))
     for stem, image in (("big", pixels), ("small", pixels[:70, :90])):
         labels = tifffile.imread(out / f"{stem}_labels.tif")
         slid = segtune.segment(

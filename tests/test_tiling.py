@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -264,6 +265,17 @@ def test_tiling_errors_name_the_file_or_the_setting(tmp_path):
         DatasetError, match=r"cmyk\.tif: expected a 2-D greyscale, RGB or palette image, found photometric SEPARATED"
     ):
         open_raster(tmp_path / "cmyk.tif")
+
+    tifffile.imwrite(tmp_path / "jpeg.tif", np.zeros((8, 8, 3), np.uint8), compression="zlib")
+    with tifffile.TiffFile(tmp_path / "jpeg.tif") as written:
+        where = written.pages.first.tags["Compression"].valueoffset
+    data = bytearray((tmp_path / "jpeg.tif").read_bytes())
+    data[where : where + 2] = (7).to_bytes(2, "little")  # claim JPEG: tifffile decodes it only with imagecodecs
+    (tmp_path / "jpeg.tif").write_bytes(data)
+    with pytest.raises(DatasetError, match=r"jpeg\.tif: cannot decode JPEG-compressed data: ") as refused:
+        open_raster(tmp_path / "jpeg.tif")
+    if importlib.util.find_spec("imagecodecs") is None:
+        assert str(refused.value).endswith("requires the 'imagecodecs' package (pip install imagecodecs)")
 
     raster, model = ArrayRaster(scene(40, 40)), Coarse()
     with pytest.raises(RecipeError, match=r"tile: test-time augmentation \(tta\) rescales and flips the whole image"):
