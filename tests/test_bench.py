@@ -35,7 +35,9 @@ def test_tile_memory_benchmark_reports_time_and_peak_memory(tmp_path):
     command += ["--stride", "192", "--work", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    row = r"^\| 640 x 640 \| 9 \| 0 min \d\d s \| \d+ min \d\d s \| (\d+\.\d\d) GiB \| (\d+\.\d\d) GiB \| 0\.0 GiB \|$"
+    row = (
+        r"^\| 640 x 640 \| 9 \| \d+ min \d\d s \| \d+ min \d\d s \| (\d+\.\d\d) GiB \| (\d+\.\d\d) GiB \| 0\.0 GiB \|$"
+    )
     peak, baseline = map(float, re.search(row, done.stdout, re.MULTILINE).groups())
     assert 0.2 < baseline <= peak < 4
     assert tifffile.imread(tmp_path / "out" / "scene_640_labels.tif").shape == (640, 640)
