@@ -2,6 +2,7 @@
 
     scores = predict_scores(model, pixel_values, EvalConfig(mode="slide"))     # (B, K, H, W) at input size
     masks = segtune.segment("outputs/demo", ["a.jpg", "b.jpg"], mode="slide")   # (H, W) class maps per image
+    bands = predict_bands(model, open_raster("big.tif"), processor, config)      # (n, W) rows, bounded memory
 
 How to predict is one `EvalConfig` (`recipe.eval`): its defaults are the paper's, and the evaluation,
 `segment` and `segtune predict` all read them from there. Every score function returns class
@@ -12,7 +13,7 @@ resolution before the argmax, so scoring never uses a resized label.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .errors import DatasetError
+from .errors import DatasetError, RecipeError
 from .models.loading import load_for_inference, load_processor
+from .raster import ArrayRaster, Raster, RowCache, TiffRaster, is_tiff
 from .recipe import EvalConfig
+from .tiling import slide_bands
 
 ImageInput = str | Path | Image.Image
 
@@ -136,6 +139,62 @@ def open_image(image: ImageInput) -> Image.Image:
 BACKENDS = ("torch", "onnx")
 
 
+def open_raster(image: ImageInput) -> Raster:
+    """An image whose rows are read on demand: a TIFF file band by band (tifffile), anything else decoded whole.
+
+    Raises:
+        DatasetError: the file is missing, or cannot be read as an image (named).
+    """
+    if isinstance(image, (str, Path)) and is_tiff(image):
+        return TiffRaster(image)
+    return ArrayRaster(open_image(image))
+
+
+def check_tiling(config: EvalConfig, processor: Any) -> None:
+    """Refuse what tiled prediction cannot do the same way as the sliding window on the whole image.
+
+    Raises:
+        RecipeError: test-time augmentation, an image processor that resizes, or a stride above the crop.
+    """
+    if config.tta:
+        raise RecipeError("tile: test-time augmentation (tta) rescales and flips the whole image; it is not tiled")
+    if getattr(processor, "do_resize", False):
+        raise RecipeError(
+            f"tile: predicts at each image's own size, but the image processor resizes (size={dict(processor.size)}, "
+            "as eval.resize); slide over the resized image without tile, or use a processor with do_resize=False"
+        )
+    if any(step > side for step, side in zip(config.stride, config.crop_size)):
+        raise RecipeError(f"tile: stride {tuple(config.stride)} above crop_size {tuple(config.crop_size)} skips pixels")
+
+
+@torch.inference_mode()
+def predict_bands(model: nn.Module, raster: Raster, processor: Any, config: EvalConfig) -> Iterator[np.ndarray]:
+    """Class indices of `raster`, (n, W) int64 bands from the top, holding about one window's height of rows.
+
+    The labels equal `slide_logits` + argmax on the whole image, normalised by `processor`, with
+    `config.crop_size`, `config.stride` and `config.window_batch` (segtune/tiling.py says why).
+
+    Raises:
+        RecipeError: settings tiling cannot honour (`check_tiling`).
+        DatasetError: the image's rows cannot be read (named).
+    """
+    check_tiling(config, processor)
+    weights = next(model.parameters(), None)  # an ONNX Runtime model has none, and takes host tensors
+    device, rows = (weights.device if weights is not None else torch.device("cpu")), RowCache(raster)
+
+    def pixels(window: tuple[int, int, int, int]) -> torch.Tensor:
+        y1, y2, x1, x2 = window
+        # Rescaling and normalising act pixel by pixel: a crop gets the values the whole image would.
+        crop = processor(rows.rows(y1, y2)[:, x1:x2], return_tensors="pt", input_data_format="channels_last")
+        return crop["pixel_values"].to(device)  # (1, 3, h, w)
+
+    windows = window_grid(raster.height, raster.width, config.crop_size, config.stride)
+    for band in slide_bands(
+        windows, pixels, lambda crops: whole_logits(model, crops), raster.height, config.window_batch
+    ):
+        yield band.cpu().numpy()
+
+
 def segment(
     model: str | Path | nn.Module,
     images: Sequence[ImageInput],
@@ -144,6 +203,7 @@ def segment(
     batch_size: int = 4,
     device: str = "auto",
     backend: str = "torch",
+    tile: bool = False,
     **settings: Any,
 ) -> list[np.ndarray]:
     """Class-index maps (H, W), one per image, at each image's own size.
@@ -154,11 +214,15 @@ def segment(
     `crop_size`, `stride`, `tta=True`, ...), defaulting to its values. Images of equal size are batched.
     `backend="onnx"`, or a path ending in `.onnx`: `model` is an exported model.onnx or the folder
     `segtune export` wrote, run by ONNX Runtime through this same code (segtune/export/runtime.py).
+    `tile=True` slides the window (`crop_size`, `stride`; `mode` aside) over one image at a time in bands
+    of rows, reading TIFF files band by band: the labels of `mode="slide"` on one image, in bounded
+    working memory (`predict_bands`; the returned maps are whole).
 
     Raises:
         DatasetError: an image cannot be read (named).
         CheckpointError: the model cannot be loaded.
         ExportError: `backend="onnx"` without onnxruntime installed.
+        RecipeError: `tile` with settings it cannot honour (`check_tiling`).
         TypeError: a setting that is not an `EvalConfig` field.
         ValueError: an unknown `backend`, or "onnx" with a loaded model rather than a path.
     """
@@ -178,6 +242,13 @@ def segment(
     config = dataclasses.replace(EvalConfig(), **settings)
     target = pick_device(device)
     model = model.to(target).eval()
+    if tile:
+        check_tiling(config, processor)
+        tiled = []
+        for image in images:
+            with open_raster(image) as raster:
+                tiled.append(np.concatenate(list(predict_bands(model, raster, processor, config))))
+        return tiled
     opened = [open_image(image) for image in images]
     results: list[np.ndarray | None] = [None] * len(opened)
     by_size: dict[tuple[int, int], list[int]] = {}

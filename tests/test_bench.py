@@ -1,5 +1,5 @@
-"""The benchmarks stay runnable: in --smoke mode, bench/gpu_train.py (where no GPU is), bench/finetune_options.py
-and bench/export_speed.py run every part at toy sizes on the CPU."""
+"""The benchmarks stay runnable: bench/gpu_train.py (where no GPU is), bench/finetune_options.py and
+bench/export_speed.py run every part at toy sizes on the CPU in --smoke mode, bench/tile_memory.py on a small image."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +54,17 @@ def test_export_benchmark_runs_in_smoke_mode():
     assert re.search(row.format(side=r"PyTorch eager fp32 \(CPU\)", peaks=""), out, re.MULTILINE), out
     peaks = r" -?[\d.]+ / -?[\d.]+ \|"
     assert re.search(row.format(side=r"ONNX Runtime fp32 \(CPU\)", peaks=peaks), out, re.MULTILINE), out
+
+
+@pytest.mark.slow  # two fresh interpreters predict small TIFFs with a random B0 (~30 s)
+def test_tile_memory_benchmark_reports_time_and_peak_memory(tmp_path):
+    command = [sys.executable, str(ROOT / "bench" / "tile_memory.py"), "--size", "640", "--crop", "256"]
+    command += ["--stride", "192", "--work", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = (
+        r"^\| 640 x 640 \| 9 \| \d+ min \d\d s \| \d+ min \d\d s \| (\d+\.\d\d) GiB \| (\d+\.\d\d) GiB \| 0\.0 GiB \|$"
+    )
+    peak, baseline = map(float, re.search(row, done.stdout, re.MULTILINE).groups())
+    assert 0.2 < baseline <= peak < 4
+    assert tifffile.imread(tmp_path / "out" / "scene_640_labels.tif").shape == (640, 640)

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
@@ -14,8 +15,10 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, S
 import segtune
 from segtune.commands import main
 from segtune.evaluation import evaluate_checkpoint
+from segtune.legend import legend_entries, legend_image, with_legend
 from segtune.models.mix_transformer import MixTransformerConfig
 from segtune.recipe import load_recipe
+from segtune.visualize import overlay, to_pil
 from tests.conftest import TINY_RUN
 
 
@@ -54,14 +57,23 @@ def test_predict_command_writes_masks_overlays_and_raw_labels(finished_run, imag
     out = tmp_path / "out"
     assert main(["predict", "--model", str(finished_run), *map(str, images), "--out", str(out), "--raw"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{p.stem}_{kind}.png" for p in images for kind in ("mask", "overlay", "labels")
+        f"{p.stem}_{kind}.png" for p in images for kind in ("mask", "overlay", "legend", "labels")
     )
     raw = np.asarray(Image.open(out / "street_labels.png"))
-    np.testing.assert_array_equal(raw, reference_labels(finished_run, Image.open(images[0]).convert("RGB")))
-    palette = json.loads((finished_run / "config.json").read_text())["palette"]
+    image = Image.open(images[0]).convert("RGB")
+    np.testing.assert_array_equal(raw, reference_labels(finished_run, image))
+    config = json.loads((finished_run / "config.json").read_text())
+    palette, id2label = config["palette"], {int(k): v for k, v in config["id2label"].items()}
     colour = np.asarray(Image.open(out / "street_mask.png"))
-    np.testing.assert_array_equal(colour[10, 20], palette[raw[10, 20]])
-    assert Image.open(out / "street_overlay.png").size == (96, 64)
+    np.testing.assert_array_equal(colour, np.array(palette, np.uint8)[raw])  # the mask is only class colours
+    # The overlay, unchanged, above a legend of the classes in this image; the legend alone beside the mask.
+    entries = legend_entries(np.unique(raw).tolist(), id2label, palette)
+    assert [name for _, name, _ in entries] == [id2label[c] for c in np.unique(raw)]
+    drawn = np.asarray(Image.open(out / "street_overlay.png"))
+    np.testing.assert_array_equal(drawn[:64, :96], overlay(image, raw, palette).permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(drawn, np.asarray(with_legend(to_pil(overlay(image, raw, palette)), entries)))
+    assert drawn.shape[0] > 64 + 18
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "street_legend.png")), np.asarray(legend_image(entries)))
 
 
 def test_unreadable_image_is_named_and_the_rest_still_written(finished_run, images, tmp_path, capsys):
@@ -123,8 +135,6 @@ def test_segment_finds_a_loaded_models_image_processor_or_says_it_needs_one(fini
 
 
 def test_overlay_blends_each_class_colour_and_keeps_ignored_pixels():
-    from segtune.visualize import overlay
-
     image = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[0, 1, 2, 255, 7]] * 4)  # 255: ignored; 7: outside the palette
     palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
@@ -134,3 +144,47 @@ def test_overlay_blends_each_class_colour_and_keeps_ignored_pixels():
         assert torch.equal(out[:, :, column], expected.to(torch.uint8))
     assert torch.equal(out[:, :, 3:], image[:, :, 3:])
     assert torch.equal(overlay(image, torch.full((4, 5), 255), palette), image)
+
+
+def test_predict_tile_streams_tiffs_with_the_sliding_windows_labels(finished_run, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "big.tif", pixels, tile=(64, 64), compression="zlib")
+    Image.fromarray(pixels[:70, :90]).save(tmp_path / "small.png")
+    missing = tmp_path / "missing.tif"
+    window = ["--crop_size", "64", "64", "--stride", "48", "40"]
+    command = ["predict", "--model", str(finished_run), str(tmp_path / "big.tif"), str(missing)]
+    out = tmp_path / "out"
+    assert main([*command, str(tmp_path / "small.png"), "--out", str(out), "--tile", *window]) == 1
+    assert f"error: {missing}: cannot read the image ([Errno 2] No such file" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}_{kind}" for stem in ("big", "small") for kind in ("labels.tif", "mask.tif", "legend.png")
+    )
+    config = json.loads((finished_run / "config.json").read_text())
+    palette, id2label = config["palette"], {int(k): v for k, v in config["id2label"].items()}
+    library = segtune.segment(str(finished_run), [tmp_path / "big.tif"], tile=True, crop_size=(64, 64), stride=(48, 40))
+    np.testing.assert_array_equal(library[0], tifffile.imread(out / "big_labels.tif"))
+    for stem, image in (("big", pixels), ("small", pixels[:70, :90])):
+        labels = tifffile.imread(out / f"{stem}_labels.tif")
+        slid = segtune.segment(
+            str(finished_run), [Image.fromarray(image)], mode="slide", crop_size=(64, 64), stride=(48, 40)
+        )
+        assert labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, slid[0])
+        np.testing.assert_array_equal(tifffile.imread(out / f"{stem}_mask.tif"), np.array(palette, np.uint8)[labels])
+        entries = legend_entries(np.unique(labels).tolist(), id2label, palette)
+        legend = np.asarray(Image.open(out / f"{stem}_legend.png"))
+        np.testing.assert_array_equal(legend, np.asarray(legend_image(entries)))
+
+
+def test_predict_tile_refuses_what_it_cannot_tile(finished_run, tmp_path, images, capsys):
+    command = ["predict", "--model", str(finished_run), str(images[0]), "--out", str(tmp_path / "o"), "--tile"]
+    assert main([*command, "--tta"]) == 1
+    assert "error: tile: test-time augmentation (tta) rescales and flips the whole image" in capsys.readouterr().err
+    resizing = shutil.copytree(finished_run, tmp_path / "resizing")
+    settings = json.loads((resizing / "preprocessor_config.json").read_text())
+    (resizing / "preprocessor_config.json").write_text(json.dumps({**settings, "do_resize": True}))
+    assert main(["predict", "--model", str(resizing), str(images[0]), "--out", str(tmp_path / "o"), "--tile"]) == 1
+    err = capsys.readouterr().err
+    assert "error: tile: predicts at each image's own size, but the image processor resizes (size={'height': 512" in err
+    assert not list((tmp_path / "o").glob("*.tif"))

@@ -53,7 +53,9 @@ def sample_grid(model: torch.nn.Module, data: SegmentationData, recipe: Recipe) 
         pixel_values = item["pixel_values"].unsqueeze(0).to(device)
         prediction = predict_labels(model.eval(), pixel_values, recipe.eval, tuple(label.shape))
         samples.append((item["image"], label, prediction[0].cpu()))
-    return prediction_grid(samples, data.labels.palette, data.labels.ignore_index) if samples else None
+    if not samples:
+        return None
+    return prediction_grid(samples, data.labels.palette, data.labels.ignore_index, id2label=data.labels.id2label)
 
 
 def write_outputs(
