@@ -12,7 +12,8 @@
    over the prepared run's resting footprint during the first steps (gradients, optimizer state, activations),
    in a fresh process per variant; that process also writes a checkpoint as a run does (Accelerate's state) and,
    for LoRA, the adapter alone, and reports their sizes and the trainable parameters (peft's count).
-2. **Losses**: the cost of each loss relative to cross-entropy. Not measured here yet (see `loss_costs`).
+2. **Losses**: the step time with each `loss:` section (ce, ce with `class_weights: auto`, ohem, focal, dice,
+   jaccard, lovasz, ce + dice) against the model's own cross-entropy, the same steps as part 1 taking turns.
 3. **Quality**: the demo (B0 trained from random weights on the synthetic scenes; `--demo-run` reuses a finished
    one), then fine-tuned on a second synthetic dataset (`data.synthetic.seed` and `num_classes` differ: other
    scenes, other class hues and shapes, a new classifier) with each variant for the same steps and learning rate;
@@ -54,8 +55,9 @@ QUIET = ["logging.report_to=[none]", "eval.num_visualizations=0"]
 # -- 1. cost -------------------------------------------------------------------------------------------------------
 
 
-def cost_recipe(args: argparse.Namespace, variant: str, output_dir: Path) -> Recipe:
-    """A recipe whose steps are the paper's (augmentations, groups, head lr x10) on synthetic crops of `--size`."""
+def cost_recipe(args: argparse.Namespace, variant: str, output_dir: Path, *extra: str) -> Recipe:
+    """A recipe whose steps are the paper's (augmentations, groups, head lr x10) on synthetic crops of `--size`,
+    with the overrides of `VARIANTS[variant]` and `extra`."""
     size = args.size
     return load_recipe(
         "demo.yaml",
@@ -78,6 +80,7 @@ def cost_recipe(args: argparse.Namespace, variant: str, output_dir: Path) -> Rec
             f"train.output_dir={output_dir}",
             *QUIET,
             *VARIANTS[variant],
+            *extra,
         ],
     )
 
@@ -91,10 +94,15 @@ def prepared_step(recipe: Recipe) -> tuple[loop.Run, Callable[[], None]]:
 def step_times(args: argparse.Namespace, work: Path) -> dict[str, float]:
     """Median seconds per training step of each variant, the variants alternating step by step."""
     steps = {name: prepared_step(cost_recipe(args, name, work / f"time-{i}"))[1] for i, name in enumerate(VARIANTS)}
+    return alternating_medians(steps, args.repeats)
+
+
+def alternating_medians(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of each step function, after one untimed call each, taking turns call by call."""
     for step in steps.values():
         step()  # warm-up: first-call allocations, oneDNN primitives
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, step in steps.items():
             start = time.perf_counter()
             step()
@@ -175,11 +183,37 @@ def cost_table(args: argparse.Namespace, work: Path) -> dict[str, dict]:
 # -- 2. losses -----------------------------------------------------------------------------------------------------
 
 
-def loss_costs(args: argparse.Namespace) -> dict | None:
-    """LOSSES: the cost of each loss (`loss:` terms) relative to CE goes here (issue 16): step time and peak memory
-    of a training step with each term, as ratios to plain cross-entropy. Not measured in this version."""
-    print("\n## Losses: the cost of each loss relative to CE\n\nnot measured in this version of the bench")
-    return None
+LOSSES = {
+    "the model's own loss (CE)": [],
+    "ce": ["loss.terms=[ce]"],
+    "ce, class_weights auto": ["loss.terms=[ce]", "loss.class_weights=auto"],
+    "ohem": ["loss.terms=[ohem]"],
+    "focal": ["loss.terms=[focal]"],
+    "dice": ["loss.terms=[dice]"],
+    "jaccard": ["loss.terms=[jaccard]"],
+    "lovasz": ["loss.terms=[lovasz]"],
+    "ce + dice": ["loss.terms=[ce, dice]"],
+}
+
+
+def loss_costs(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """Seconds per full-fine-tuning step with each `loss:` section, the losses alternating step by step; the
+    ratios are to the model's own cross-entropy (no loss section)."""
+    steps = {
+        name: prepared_step(cost_recipe(args, "full fine-tuning", work / f"loss-{i}", *overrides))[1]
+        for i, (name, overrides) in enumerate(LOSSES.items())
+    }
+    times = alternating_medians(steps, args.repeats)
+    base = times["the model's own loss (CE)"]
+    print(
+        f"\n## Losses: the cost of each loss relative to CE ({args.variant}, {args.size}x{args.size} crops, "
+        f"batch {args.batch}, full fine-tuning; step: median of {args.repeats}, alternating)\n"
+    )
+    print("| loss section | ms/step | vs the model's own CE |")
+    print("|---|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {1000 * seconds:.0f} | {seconds / base:.2f}x |")
+    return times
 
 
 # -- 3. quality ----------------------------------------------------------------------------------------------------
@@ -296,7 +330,7 @@ def main() -> None:
         if "cost" not in args.skip:
             results["cost"] = cost_table(args, work)
         if "losses" not in args.skip:
-            results["losses"] = loss_costs(args)
+            results["losses"] = loss_costs(args, work)
         if "quality" not in args.skip:
             results["quality"] = quality_table(args, work)
     finally:

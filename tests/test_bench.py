@@ -39,7 +39,9 @@ def test_finetune_options_benchmark_runs_every_part_in_smoke_mode(tmp_path):
     # LoRA's trainable count is peft's (the line the run prints at its start), and its checkpoint is smaller.
     assert re.search(cost.format(r"LoRA, attention \(default\)", r"510,982 \(12\.1%\)", r"[\d.]+"), out, re.MULTILINE)
     assert "decode_head in full: 510,982 of 4,226,668 parameters trainable (12.09%)" in out
-    assert re.search(r"^## Losses: the cost of each loss relative to CE$", out, re.MULTILINE)
+    assert re.search(r"^## Losses: the cost of each loss relative to CE \(mit-b0, 64x64 crops", out, re.MULTILINE)
+    for loss in ("the model's own loss \\(CE\\)", "ce, class_weights auto", "ohem", "lovasz", "ce \\+ dice"):
+        assert re.search(rf"^\| {loss} \| \d+ \| [\d.]+x \|$", out, re.MULTILINE), out
     for variant in (r"full fine-tuning", r"LoRA, attention \(default\)", r"LoRA, attention \+ Mix-FFN"):
         assert re.search(rf"^\| {variant} \| 0\.\d{{4}} \| [+-]0\.\d{{4}} \| \d+ \|$", out, re.MULTILINE), out
     costs = json.loads(out.strip().splitlines()[-1])["cost"]

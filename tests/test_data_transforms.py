@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -279,3 +282,40 @@ def test_collation_and_loaders(folder):
     loader = make_loader(data.eval, batch_size=2, num_workers=0)
     assert loader.collate_fn is eval_collate and not loader.pin_memory
     assert make_loader(data.train, 2, num_workers=1).persistent_workers
+
+
+LEFT_OPEN = """
+import os, signal, sys, time
+import torch
+from segtune.data import make_loader
+
+class Numbers(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, index):
+        return {"labels": torch.full((2,), index)}
+
+loader = make_loader(Numbers(), batch_size=2, num_workers=2)
+kept = iter(loader)  # open at exit, as one in a kept traceback would be
+next(kept)
+workers = [w.pid for w in kept._workers]
+print(*workers, flush=True)
+if sys.argv[1] == "sigterm":  # a scheduler's SIGTERM reaching the workers: status 0, so no error in this process
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(1)
+    print(sorted(w.exitcode for w in kept._workers), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_a_process_with_loader_workers_still_running_exits(tmp_path, how):
+    """multiprocessing ends daemonic children with SIGTERM at exit and waits: workers must not outlive it."""
+    script = tmp_path / "left_open.py"
+    script.write_text(LEFT_OPEN)
+    done = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines[0].split()) == 2
+    if how == "sigterm":
+        assert lines[1] == "[0, 0]" and "Traceback" not in done.stderr

@@ -15,8 +15,11 @@ A sample's DatasetError crosses from a worker as data, not as a wrapped tracebac
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -55,14 +58,26 @@ def eval_collate(samples: list[dict[str, torch.Tensor] | None]) -> Batch:
 
 
 def leave_stopping_to_the_main_process(worker_id: int) -> None:
-    """A DataLoader worker's `worker_init_fn`: ignore SIGTERM.
+    """A DataLoader worker's `worker_init_fn`: on SIGTERM, end at once with exit status 0.
 
-    A scheduler's SIGTERM (a preemption) goes to the whole process group. A worker killed by it makes the main
-    process raise "DataLoader worker is killed by signal" at any moment, in the middle of saving the resumable
-    checkpoint too. Ignoring it, the workers live on until the main process has saved and shuts them down
-    (they also exit by themselves once the main process is gone).
+    A scheduler's SIGTERM (a preemption) goes to the whole process group. A worker killed by the signal makes
+    the main process raise "DataLoader worker is killed by signal" at any moment (PyTorch's SIGCHLD handler),
+    in the middle of saving the resumable checkpoint too; a worker that exits with status 0 does not. The
+    main process saves from its last step boundary, which needs no worker. Ignoring SIGTERM instead would
+    hang the main process's exit: multiprocessing ends daemonic children with SIGTERM and waits for them,
+    and a loader left open (in a kept traceback, say) still has its workers then.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    sys.excepthook = _quiet_on_reset
+
+
+def _quiet_on_reset(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    """A worker's `sys.excepthook`, which only multiprocessing's resource-sharing thread reaches (the worker loop
+    catches everything else): a main process stopped while it received a batch resets the connection that
+    hands over the batch's shared memory, and that thread would print the reset's traceback into the job's
+    stderr, after the run's one line. Other errors print as usual."""
+    if not issubclass(kind, ConnectionError):
+        sys.__excepthook__(kind, error, traceback)
 
 
 def make_loader(
@@ -79,8 +94,8 @@ def make_loader(
     persist across epochs (no re-fork per epoch); memory is pinned when CUDA is available. Training
     passes its own `sampler` of integer keys (epoch * len + index); augmentation depends on the key alone,
     so batches are identical for any `num_workers`. `generator` seeds the workers (default: the global RNG).
-    A sample's DatasetError comes back as `{"error": message}` (see `carry.py`). Workers ignore SIGTERM
-    (`leave_stopping_to_the_main_process`).
+    A sample's DatasetError comes back as `{"error": message}` (see `carry.py`). Workers end quietly on
+    SIGTERM (`leave_stopping_to_the_main_process`).
     """
     return DataLoader(
         CarryErrors(dataset),
