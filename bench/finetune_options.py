@@ -41,7 +41,6 @@ import torch
 from segtune.models.lora import is_lora, save_adapter
 from segtune.recipe import Recipe, load_recipe
 from segtune.train import loop, train
-from segtune.train.checkpoints import save_checkpoint
 
 FFN_TARGETS = "model.peft.target_modules=[attn.q,attn.kv,attn.proj,mlp.fc1,mlp.fc2]"
 VARIANTS = {
@@ -138,7 +137,7 @@ def cost_child(args: argparse.Namespace, variant: str) -> dict:
         else:
             trainable = total = sum(p.numel() for p in model.parameters())
             adapter = None
-        checkpoint = save_checkpoint(run.accelerator, work / "run", run.state, run.recipe)
+        checkpoint = loop.checkpoint(run)  # as a run saves: Accelerate's state, the manifest
         return {
             "peak_mib": peak,
             "checkpoint_mb": _size_mb(checkpoint),
