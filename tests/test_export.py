@@ -194,7 +194,8 @@ def test_segment_and_predict_run_the_export_through_the_same_code(exported, imag
             == 0
         )
         written[option] = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert len(written["--onnx"]) == 6 and written["--onnx"] == written["--model"]  # mask, overlay, labels per image
+    # mask, overlay, legend and labels per image
+    assert len(written["--onnx"]) == 8 and written["--onnx"] == written["--model"]
 
 
 def test_normalisation_in_the_graph_is_the_image_processors_to_the_bit():

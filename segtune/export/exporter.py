@@ -28,7 +28,7 @@ from transformers import PretrainedConfig
 
 from .. import run_dir
 from ..errors import ExportError
-from ..models.loading import load_for_inference
+from ..models.loading import check_hub_id, load_for_inference
 from ..recipe import Recipe, load_recipe
 from .check import check_export
 from .graph import INPUT_NAME, ExportedGraph, GraphOptions
@@ -55,9 +55,11 @@ def default_output_dir(model_id: str) -> Path:
 
     Raises:
         ExportError: `model_id` is a Hub id, which has no folder of its own to write into.
+        CheckpointError: `model_id` is neither a directory nor a Hub id.
     """
     if Path(model_id).is_dir():
         return Path(model_id) / run_dir.ONNX_DIR
+    check_hub_id(model_id)
     raise ExportError(f"{model_id}: a Hub id has no folder to export into: pass --output_dir")
 
 

@@ -22,6 +22,20 @@ def _check_directory(path: str) -> None:
         )
 
 
+def check_hub_id(model_id: str) -> None:
+    """Refuse `model_id`, not a local directory, when it is no Hub repo id either: nothing to ask the Hub.
+
+    Raises:
+        CheckpointError: naming it.
+    """
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError:
+        raise CheckpointError(
+            f"{model_id}: no such local directory (nor a Hub repo id of the form user/name)"
+        ) from None
+
+
 def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, SegformerImageProcessor]:
     """The model (eval mode) and the image processor saved with it.
 
@@ -33,12 +47,7 @@ def load_for_inference(model_id: str, **kwargs) -> tuple[PreTrainedModel, Segfor
     if os.path.isdir(model_id):
         _check_directory(model_id)
     else:
-        try:
-            validate_repo_id(model_id)  # a path that is not there is no Hub id either: do not ask the Hub
-        except HFValidationError:
-            raise CheckpointError(
-                f"{model_id}: no such local directory (nor a Hub repo id of the form user/name)"
-            ) from None
+        check_hub_id(model_id)
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(model_id, **kwargs).eval()
     except (RepositoryNotFoundError, HFValidationError) as error:
