@@ -161,6 +161,7 @@ def test_segment_and_predict_run_the_export_through_the_same_code(exported, imag
         {},
         {"mode": "slide", "crop_size": (32, 32), "stride": (24, 24)},
         {"tta": True, "tta_scales": (0.75, 1.0)},
+        {"tile": True, "crop_size": (32, 32), "stride": (24, 24)},  # an ONNX model has no parameters to ask
     ):
         expected = segtune.segment(str(run), images, **settings)
         by_file = segtune.segment(str(run / "onnx" / "model.onnx"), images, **settings)
