@@ -10,8 +10,8 @@ arena keeps its peak) from adding to the next one's.
 - CPU: PyTorch eager fp32 and ONNX Runtime fp32 (CPUExecutionProvider), with the same number of threads.
 - On a CUDA machine, also: PyTorch eager bf16 (autocast), PyTorch compiled bf16 (`torch.compile`), and ONNX
   Runtime's CUDAExecutionProvider (fp32) where onnxruntime-gpu is installed.
-- `--memory`: also the peak RSS each CPU side adds for one image, each alone in a fresh process
-  (`resource.getrusage`).
+- `--memory`: also the peak RSS each CPU side adds for one image, each alone in a fresh process (the rise of
+  VmHWM over the resident size before the image, the peak reset through /proc/self/clear_refs).
 
     python bench/export_speed.py                 # B0 and B2, 512x512 and 1024x2048, 7 timed runs per cell
     python bench/export_speed.py --quick         # 3 timed runs: a few minutes on 2 cores
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -107,15 +106,22 @@ def time_sides(cells: dict[str, tuple[Callable, str]], size: tuple[int, int], re
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field))
+
+
 def child(args: argparse.Namespace) -> None:
     """One cell, in this fresh process: print its medians (or one side's peak RSS rise) as a JSON line."""
     torch.set_num_threads(args.threads)
     names = tuple(args.child_sides)
     cells = sides(args.variants[0], Path(args.child_folder), args.threads, names)
     if args.child_memory:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # the peak RSS (VmHWM) back to the current RSS: what building the side cost is out
+        before = _status_kib("VmRSS")
         time_sides(cells, args.sizes[0], 1, 0)
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # KiB on Linux
+        peak = (_status_kib("VmHWM") - before) / 1024
         print(json.dumps({"peak_mib": peak}))
         return
     print(json.dumps(time_sides(cells, args.sizes[0], args.repeats, args.warmup)))
