@@ -285,7 +285,7 @@ def test_collation_and_loaders(folder):
 
 
 LEFT_OPEN = """
-import os, signal, sys, time
+import os, signal, sys
 import torch
 from segtune.data import make_loader
 
@@ -303,7 +303,8 @@ print(*workers, flush=True)
 if sys.argv[1] == "sigterm":  # a scheduler's SIGTERM reaching the workers: status 0, so no error in this process
     for pid in workers:
         os.kill(pid, signal.SIGTERM)
-    time.sleep(1)
+    for worker in kept._workers:
+        worker.join(timeout=60)  # on a loaded machine a worker may take a while to be scheduled
     print(sorted(w.exitcode for w in kept._workers), flush=True)
 """
 
