@@ -233,7 +233,7 @@ def label_spec(data: DataConfig, source: Source) -> LabelSpec:
     Raises:
         DatasetError: no class names available, names and `num_labels` disagree, or a colour's id is out of range.
     """
-    colors = ColorTable.parse(data.colors, "data.colors") if data.colors is not None else source.colors
+    colors = ColorTable.parse(data.colors.items(), "data.colors") if data.colors is not None else source.colors
     num_labels = data.num_labels
     if num_labels is None and not data.id2label and not source.id2label:
         num_labels = _classes_coloured(colors, data.ignore_index)

@@ -14,12 +14,12 @@ possible colour (16 M entries of uint16, built once per process on first use). A
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 
 import numpy as np
 
-from ..errors import DatasetError, listing
+from ..errors import MAX_LISTED, DatasetError
 from ..recipe.colors import Color, color_problems, parse_color, to_hex
 
 _UNMAPPED = np.iinfo(np.uint16).max  # a class id no dataset reaches (LabelSpec's lookup table stops at 2**16)
@@ -37,20 +37,21 @@ class ColorTable:
         self.colors, self.origin = dict(colors), origin
 
     @classmethod
-    def parse(cls, entries: Mapping[object, object], origin: str) -> ColorTable:
-        """A table from colours as written ("#rrggbb", [r, g, b], "[r, g, b]") -> class ids.
+    def parse(cls, entries: Iterable[tuple[object, object]], origin: str) -> ColorTable:
+        """A table from (colour as written: "#rrggbb", [r, g, b], "[r, g, b]"; class id) pairs.
 
         Raises:
             DatasetError: a colour that cannot be read, a colour listed twice, or an id that is not an int >= 0.
         """
+        entries = list(entries)
         problems = color_problems(entries, None, -1, origin)
         if problems:
             raise DatasetError("\n".join(problems))
-        return cls({parse_color(color): int(class_id) for color, class_id in entries.items()}, origin)
+        return cls({parse_color(color): int(class_id) for color, class_id in entries}, origin)
 
     def check_ids(self, num_labels: int, ignore_index: int) -> None:
         """Raises DatasetError, naming `origin`, for ids that are neither a class id nor `ignore_index`."""
-        written = {to_hex(color): class_id for color, class_id in self.colors.items()}
+        written = [(to_hex(color), class_id) for color, class_id in self.colors.items()]
         problems = color_problems(written, num_labels, ignore_index, self.origin)
         if problems:
             raise DatasetError("\n".join(problems))
@@ -78,9 +79,10 @@ class ColorTable:
     def _raise_unmapped(self, keys: np.ndarray, where: str) -> None:
         values, counts = np.unique(keys, return_counts=True)
         order = np.argsort(-counts, kind="stable")  # the commonest first: usually the one to add
-        found = [f"{_hex(int(values[i]))} ({int(counts[i])} pixels)" for i in order]
+        found = ", ".join(f"{_hex(int(values[i]))} ({int(counts[i])} pixels)" for i in order[:MAX_LISTED])
+        more = f" (and {len(order) - MAX_LISTED} more)" if len(order) > MAX_LISTED else ""
         raise DatasetError(
-            f"{where}: mask colours not in {self.origin}: {listing(found, inline=True)}; expected one of the "
+            f"{where}: mask colours not in {self.origin}: {found}{more}; expected one of the "
             f"{len(self.colors)} colours listed there (add each colour with its class id, or the ignore index)"
         )
 

@@ -291,7 +291,7 @@ def read_label_colors(path: str | Path) -> ColorTable | None:
     Raises:
         DatasetError: as `read_id2label`, or a colour that cannot be read or is given to two classes.
     """
-    colors = {color: class_id for class_id, (_, color) in _read_label_file(path).items() if color is not None}
+    colors = [(color, class_id) for class_id, (_, color) in _read_label_file(path).items() if color is not None]
     return ColorTable.parse(colors, str(path)) if colors else None
 
 

@@ -8,7 +8,7 @@ validation must not import `segtune.data` (nor NumPy).
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable
 
 Color = tuple[int, int, int]
 
@@ -53,17 +53,20 @@ def _channels(parts: object) -> Color | None:
     return values[0], values[1], values[2]
 
 
-def color_problems(colors: Mapping[object, object], num_labels: int | None, ignore_index: int, key: str) -> list[str]:
-    """One line per invalid entry of a colour -> class id mapping named `key` (e.g. "data.colors").
+def color_problems(
+    entries: Iterable[tuple[object, object]], num_labels: int | None, ignore_index: int, key: str
+) -> list[str]:
+    """One line per invalid (colour, class id) entry of the colours named `key` (e.g. "data.colors"); pairs, not
+    a mapping, so that a colour two classes of an id2label.json both give is seen twice.
 
     An entry is invalid when its colour cannot be read, when the same colour was listed before (in another
     spelling: "#FF0000" and [255, 0, 0]), or when its id is neither a class id (below `num_labels`, when
     known) nor `ignore_index`.
     """
-    problems, seen = [], {}
-    if not colors:
+    problems, seen, entries = [], {}, list(entries)
+    if not entries:
         return [f"{key}: expected at least one colour -> class id entry, found none"]
-    for entry, class_id in colors.items():
+    for entry, class_id in entries:
         try:
             color = parse_color(entry)
         except ValueError as error:

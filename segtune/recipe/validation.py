@@ -160,7 +160,7 @@ def _check_colors(r: Recipe) -> list[str]:
     if d.colors is None:
         return []
     num_labels = d.num_labels if d.num_labels is not None else len(d.id2label or {}) or None
-    problems = color_problems(d.colors, num_labels, d.ignore_index, "data.colors")
+    problems = color_problems(d.colors.items(), num_labels, d.ignore_index, "data.colors")
     if d.reduce_labels:
         problems.append("data.colors: colours give class ids directly; expected data.reduce_labels: false, found true")
     return problems
