@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 
+import datasets
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,6 +13,7 @@ from PIL import Image
 from segtune.commands import main
 from segtune.data import build_datasets, make_loader
 from segtune.data.carry import raise_carried_error
+from segtune.data.class_pixels import class_pixels
 from segtune.data.colors import ColorTable
 from segtune.data.labels import read_id2label, read_label_colors
 from segtune.errors import DatasetError, RecipeError
@@ -19,7 +21,13 @@ from segtune.recipe import load_recipe
 from segtune.recipe.colors import parse_color
 from segtune.train import train
 from tests.conftest import TINY_RUN
-from tests.data_fixtures import recipe, save, scene
+from tests.data_fixtures import (
+    isolated_datasets_cache,  # noqa: F401 (autouse fixture)
+    png_bytes,
+    recipe,
+    save,
+    scene,
+)
 
 # Colours far from the default (VOC) palette, so that a picture drawn in them shows which palette it used.
 COLOURS = ((17, 34, 51), (200, 10, 90), (0, 255, 127))
@@ -144,6 +152,31 @@ def test_an_unlisted_colour_names_the_file_the_colour_and_its_pixels(tmp_path):
     assert "#ababab (5 pixels), #010203 (2 pixels)" in message
     with pytest.raises(DatasetError, match=r"(?s)1 problem.*s1\.png.*#ababab \(5 pixels\)"):
         build_datasets(colour_recipe(root, "data.check=full"))  # the pre-flight check decodes the same way
+
+
+def test_a_hub_dataset_of_colour_masks_decodes_them_too(tmp_path):
+    table = np.array(COLOURS, np.uint8)
+    splits = {}
+    for split, offset in (("train", 0), ("validation", 100)):
+        pairs = [scene(offset + i) for i in range(2)]
+        rows = {
+            "image": [{"bytes": png_bytes(image), "path": None} for image, _ in pairs],
+            "label": [{"bytes": png_bytes(table[ids]), "path": None} for _, ids in pairs],
+        }
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "saved"))
+    data = build_datasets(
+        recipe("data.source=hub", f"data.path={tmp_path / 'saved'}", f"data.colors={json.dumps(HEX)}")
+    )
+    np.testing.assert_array_equal(data.eval[1]["labels"].numpy(), scene(101)[1])
+
+
+def test_class_pixel_counts_of_colour_masks_count_the_decoded_ids(tmp_path):
+    data = build_datasets(colour_recipe(colour_folder(tmp_path)))
+    counts = class_pixels(data.train.rows, data.labels, "train", skip_invalid=False)
+    expected = np.bincount(np.concatenate([scene(i)[1].ravel() for i in range(2)]), minlength=3)
+    np.testing.assert_array_equal(counts.pixels, expected)
 
 
 def test_single_channel_masks_stay_class_ids_when_colours_are_given(tmp_path):
