@@ -23,6 +23,7 @@ from segtune.train import train
 from tests.conftest import TINY_RUN
 from tests.data_fixtures import (
     isolated_datasets_cache,  # noqa: F401 (autouse fixture)
+    make_cityscapes,
     png_bytes,
     recipe,
     save,
@@ -247,6 +248,14 @@ def test_a_colour_id_beyond_the_named_classes_is_refused_naming_its_source(tmp_p
     (root / "id2label.json").write_text(json.dumps({"0": "a", "1": "b"}))
     with pytest.raises(DatasetError, match=r"data.colors: entry '#00ff7f': expected a class id in \[0, 2\)"):
         build_datasets(colour_recipe(root))
+
+
+def test_colours_are_refused_for_a_source_that_maps_its_own_ids(tmp_path):
+    make_cityscapes(tmp_path, per_split=1)
+    with pytest.raises(
+        DatasetError, match="data.colors: colour masks give class ids directly; they cannot be combined"
+    ):
+        build_datasets(recipe("data.source=cityscapes", f"data.path={tmp_path}", 'data.colors={"#804080": 0}'))
 
 
 def test_the_colour_table_travels_to_workers_without_its_lookup_table():
