@@ -15,6 +15,7 @@
 |-----------------------|------------------------------------------------------------------------|
 | sources/              | files or a Hub dataset -> DatasetDict of lazily decoded image / label  |
 | labels.py             | LabelSpec: names, palette, ignore index, reduce_labels / id mapping once |
+| colors.py             | colour masks: colour -> class id, decoded in the worker (`data.colors`) |
 | decode.py             | reading one stored image or mask, errors naming the file               |
 | image_processor.py    | the SegformerImageProcessor (evaluation and inference preprocessing)   |
 | transforms.py         | mmseg training geometry on torchvision v2 in the worker, keyed by (seed, key) |

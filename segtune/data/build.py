@@ -25,9 +25,10 @@ from transformers import SegformerImageProcessor
 from ..errors import DatasetError
 from ..recipe import DataConfig, Recipe
 from .batch_preprocessor import TrainBatchPreprocessor
+from .colors import ColorTable
 from .decode import check_same_size, describe, read_image, read_mask
 from .image_processor import build_image_processor, eval_pixel_values
-from .labels import LabelSpec, resolve_id2label
+from .labels import LabelSpec, default_palette, resolve_id2label
 from .preflight import preflight
 from .sources import IMAGE, LABEL, Source, load_source
 from .sources.base import undecoded
@@ -81,7 +82,7 @@ class _Decode:
         for image_value, label_value in zip(batch[IMAGE], batch[LABEL]):
             image_name, mask_name = describe(image_value, "image"), describe(label_value, "mask")
             image = read_image(image_value, image_name)
-            raw = read_mask(label_value, mask_name)
+            raw = read_mask(label_value, mask_name, self.labels.colors)  # colour masks decoded here, in the worker
             check_same_size(tuple(image.shape[-2:]), raw.shape, image_name, mask_name)
             out[IMAGE].append(image)
             if self.encode:
@@ -225,14 +226,22 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
 
 
 def label_spec(data: DataConfig, source: Source) -> LabelSpec:
-    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels).
+    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels,
+    colours). Colour masks' colours (`data.colors`, else the source's) become the palette, and give the class
+    count (`class_0..`) when nothing else names the classes.
 
     Raises:
-        DatasetError: no class names available, or names and `num_labels` disagree.
+        DatasetError: no class names available, names and `num_labels` disagree, or a colour's id is out of range.
     """
-    id2label = resolve_id2label(data.id2label, source.id2label, data.num_labels, source.name)
+    colors = ColorTable.parse(data.colors.items(), "data.colors") if data.colors is not None else source.colors
+    num_labels = data.num_labels
+    if num_labels is None and not data.id2label and not source.id2label:
+        num_labels = _classes_coloured(colors, data.ignore_index)
+    id2label = resolve_id2label(data.id2label, source.id2label, num_labels, source.name)
     n = len(id2label)
     palette = tuple(source.palette[:n]) if source.palette and len(source.palette) >= n else ()
+    if colors is not None:
+        palette = colors.palette(palette or default_palette(n))  # the colours the user gave are the ones shown
     return LabelSpec(
         id2label=id2label,
         palette=palette,
@@ -240,7 +249,14 @@ def label_spec(data: DataConfig, source: Source) -> LabelSpec:
         reduce_labels=data.reduce_labels or source.reduce_labels,
         label_map=source.label_map,
         strict_label_map=source.strict_label_map,
+        colors=colors,
     )
+
+
+def _classes_coloured(colors: ColorTable | None, ignore_index: int) -> int | None:
+    """1 + the highest class id a colour table gives (the ignore index aside); None without one."""
+    ids = [i for i in (colors.colors.values() if colors is not None else ()) if i != ignore_index]
+    return max(ids) + 1 if ids else None
 
 
 def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:

@@ -92,6 +92,8 @@ def fingerprint(rows: datasets.Dataset, labels: LabelSpec) -> str:
     """A hash of every stored mask of `rows` and of how `labels` maps raw values: equal fingerprints, equal counts."""
     digest = hashlib.sha256(f"{_VERSION} {labels.num_labels} {labels.ignore_index}".encode())
     digest.update(labels.lut.tobytes())
+    if labels.colors is not None:  # colour masks: the colours decide the ids too (no colours: the hash as before)
+        digest.update(repr(sorted(labels.colors.colors.items())).encode())
     for batch in undecoded(rows).select_columns([LABEL]).iter(batch_size=256):
         for stored in batch[LABEL]:
             digest.update(_identity(stored))

@@ -8,7 +8,8 @@ is `{"bytes": ..., "path": ...}` and decoding happens here:
   decoding is most of the cost of a Cityscapes sample. (torchvision.io's decoders are deprecated
   since torchvision 0.29.)
 - masks through PIL, because a palette (P-mode) PNG must give its palette *indices*, which are the
-  classes, never its colours; 16-bit masks come back as uint16.
+  classes, never its colours; 16-bit masks come back as uint16. With a colour table (`data.colors`), RGB and
+  RGBA masks are colour masks instead, decoded to class ids here (libspng for 8-bit PNGs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import PIL.ImageOps
 import torch
 
 from ..errors import DatasetError
+from .colors import ColorTable
 
 try:
     import pyspng
@@ -114,13 +116,19 @@ def _read_image_pil(data: bytes, where: str) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def read_mask(value: Any, where: str) -> np.ndarray:
-    """A mask as an integer array (H, W) of raw values: palette indices for P-mode, uint16 for 16-bit.
+def read_mask(value: Any, where: str, colors: ColorTable | None = None) -> np.ndarray:
+    """A mask as an integer array (H, W) of raw values: palette indices for P-mode, uint16 for 16-bit; with
+    `colors`, an RGB or RGBA mask as the class ids of its colours (alpha ignored).
 
     Raises:
-        DatasetError: unreadable or corrupt file, or a colour mask whose channels differ.
+        DatasetError: unreadable or corrupt file, a colour mask whose channels differ (without `colors`), or
+            (with `colors`) colours the table does not list, each with its pixel count.
     """
     data = _read_bytes(_payload(value, where), where)
+    if colors is not None:
+        rgb = _read_color_mask(data, where)
+        if rgb is not None:
+            return colors.decode(rgb, where)
     if _is_png(data, bit_depth=8, colour_types=(0,)):  # 8-bit grey, the usual mask: libspng is faster
         fast = _spng(data, None)
         if fast is not None:
@@ -140,6 +148,19 @@ def read_mask(value: Any, where: str) -> np.ndarray:
     if array.ndim == 3:
         array = _single_channel(array, mode, where)
     return array.astype(np.uint8) if array.dtype == bool else array
+
+
+def _read_color_mask(data: bytes, where: str) -> np.ndarray | None:
+    """The (H, W, 3+) uint8 pixels of an RGB or RGBA mask; None for any other mode (class ids, read as before)."""
+    if _is_png(data, bit_depth=8, colour_types=(2, 6)):
+        fast = _spng(data, "RGB")
+        if fast is not None:
+            return fast
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            return np.array(image) if image.mode in ("RGB", "RGBA") else None
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+        raise DatasetError(f"{where}: not a readable mask image ({_reason(error)})") from None
 
 
 def _single_channel(array: np.ndarray, mode: str, where: str) -> np.ndarray:

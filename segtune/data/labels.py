@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, listing
-
-Color = tuple[int, int, int]
+from .colors import Color, ColorTable
 
 # Raw masks are 8- or 16-bit images, so one lookup table over every 16-bit value maps any of them.
 _LUT_SIZE = 1 << 16
@@ -46,6 +45,8 @@ class LabelSpec:
         label_map: raw value -> train id (Cityscapes label ids); raw values not listed become ignore.
         strict_label_map: raw values the label_map does not list are invalid (reported like out-of-range
             labels) instead of ignored: for maps that list every value a file may hold (COCO-Stuff's ids).
+        colors: colour -> class id of colour (RGB/RGBA) masks, decoded when read (`decode.read_mask`); the
+            ids they give are train ids, so they cannot be reduced or mapped again.
     """
 
     id2label: dict[int, str]
@@ -54,6 +55,7 @@ class LabelSpec:
     reduce_labels: bool = False
     label_map: Mapping[int, int] | None = field(default=None, compare=False)
     strict_label_map: bool = False
+    colors: ColorTable | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         ids = sorted(self.id2label)
@@ -67,10 +69,20 @@ class LabelSpec:
             raise DatasetError(
                 "reduce_labels cannot be combined with a label_map (Cityscapes ids): labels would be mapped twice"
             )
+        if self.colors is not None:
+            self._check_colors()
         if not self.palette:
             object.__setattr__(self, "palette", default_palette(len(ids)))
         if len(self.palette) != len(ids):
             raise DatasetError(f"palette: expected {len(ids)} colours, one per class, found {len(self.palette)}")
+
+    def _check_colors(self) -> None:
+        if self.reduce_labels or self.label_map is not None:
+            raise DatasetError(
+                f"{self.colors.origin}: colour masks give class ids directly; they cannot be combined with "
+                "reduce_labels or a label map (labels would be mapped twice)"
+            )
+        self.colors.check_ids(self.num_labels, self.ignore_index)
 
     @property
     def num_labels(self) -> int:
@@ -262,11 +274,32 @@ def palette_from_hex(text: str) -> tuple[Color, ...]:
 
 
 def read_id2label(path: str | Path) -> dict[int, str]:
-    """An `id2label.json` file ({"0": "road", ...}) with integer keys.
+    """The class names of an `id2label.json` file, with integer keys. Each value is a name (`{"0": "road"}`), or
+    a name with its colour (`{"0": {"name": "road", "color": "#804080"}}`, see `read_label_colors`).
 
     Raises:
-        DatasetError: the file is not JSON, not a mapping, or has keys that are not integers.
+        DatasetError: the file is not JSON, not a mapping, has keys that are not integers, or an entry that is
+            neither form.
     """
+    return {class_id: name for class_id, (name, _) in _read_label_file(path).items()}
+
+
+def read_label_colors(path: str | Path) -> ColorTable | None:
+    """The colours of an `id2label.json` whose entries carry them (`{"name": ..., "color": "#rrggbb" or
+    [r, g, b]}`), as the table that decodes colour masks; None when no entry has a colour.
+
+    Raises:
+        DatasetError: as `read_id2label`, or a colour that cannot be read or is given to two classes.
+    """
+    colors = [(color, class_id) for class_id, (_, color) in _read_label_file(path).items() if color is not None]
+    return ColorTable.parse(colors, str(path)) if colors else None
+
+
+_ENTRY_KEYS = ("name", "color")
+
+
+def _read_label_file(path: str | Path) -> dict[int, tuple[str, object]]:
+    """class id -> (name, colour as written or None) of an id2label.json file."""
     try:
         content = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
@@ -274,11 +307,24 @@ def read_id2label(path: str | Path) -> dict[int, str]:
     if not isinstance(content, dict):
         raise DatasetError(f"{path}: expected a mapping of class id to name, found {type(content).__name__}")
     try:
-        return {int(k): str(v) for k, v in content.items()}
+        ids = [int(k) for k in content]
     except ValueError:
         raise DatasetError(
             f"{path}: expected integer class ids as keys, found {listing(list(content), inline=True)}"
         ) from None
+    return {class_id: _entry(value, path, key) for class_id, (key, value) in zip(ids, content.items())}
+
+
+def _entry(value: object, path: str | Path, key: str) -> tuple[str, object]:
+    """(name, colour or None) of one id2label.json entry: a name, or {"name": ..., "color": ...}."""
+    if not isinstance(value, dict):
+        return str(value), None  # names were always read with str(); numbers stay accepted
+    if not isinstance(value.get("name"), str) or set(value) - set(_ENTRY_KEYS):
+        raise DatasetError(
+            f'{path}: class {key}: expected a name, or {{"name": ..., "color": "#rrggbb" or [r, g, b]}}, '
+            f"found {json.dumps(value)}"
+        )
+    return value["name"], value.get("color")
 
 
 def resolve_id2label(

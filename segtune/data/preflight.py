@@ -49,7 +49,7 @@ def check_sample(row: dict, labels: LabelSpec, level: str = "full", decode_image
     if level == "quick":
         check_same_size(image_hw, image_size(row[LABEL], mask_name), image_name, mask_name)
         return None
-    raw = read_mask(row[LABEL], mask_name)
+    raw = read_mask(row[LABEL], mask_name, labels.colors)
     check_same_size(image_hw, raw.shape, image_name, mask_name)
     return labels.class_counts(raw, mask_name)
 

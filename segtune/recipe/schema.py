@@ -119,6 +119,10 @@ class DataConfig:
     num_labels: int | None = None  # None: from id2label or the source
     id2label: dict[int, str] | None = None
     reduce_labels: bool = False  # ADE20K convention: 0 -> ignore, k -> k-1
+    # Colour masks: "#rrggbb" (or "[r, g, b]") -> class id or the ignore index; RGB(A) masks are decoded by
+    # these colours (single-channel masks stay class ids), and they become the run's palette. None: the
+    # colours of the source's id2label.json, if it has any.
+    colors: dict[str, int] | None = None
     ignore_index: int = 255
     skip_invalid: bool = False  # skip and count bad samples instead of stopping
     check: str = "quick"  # pre-flight check of every sample: quick (file headers) | full (+ mask values) | off
@@ -336,7 +340,7 @@ class Recipe:
         return _plain(dataclasses.asdict(self))
 
     def flat(self) -> dict[str, Any]:
-        """Every setting under its dotted key (`optim.lr`), `data.id2label` kept as one mapping."""
+        """Every setting under its dotted key (`optim.lr`), `data.id2label` and `data.colors` kept as one mapping."""
         return dict(dotted_items(self.to_dict()))
 
     def to_yaml(self) -> str:
@@ -347,11 +351,11 @@ class Recipe:
 
 
 # Keys whose value is a mapping, not a section.
-MAPPING_KEYS = {"data.id2label"}
+MAPPING_KEYS = {"data.id2label", "data.colors"}
 
 
 def dotted_items(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """A nested mapping of sections as (dotted key, value) pairs, `data.id2label` kept as one value."""
+    """A nested mapping of sections as (dotted key, value) pairs, `MAPPING_KEYS` kept as one value each."""
     items = []
     for key, value in values.items():
         dotted = f"{prefix}{key}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RecipeError
+from .colors import color_problems
 from .schema import (
     ARCHS,
     CHECK_LEVELS,
@@ -145,10 +146,24 @@ def _check_data(r: Recipe) -> list[str]:
     s = d.synthetic
     return (
         problems
+        + _check_colors(r)
         + _positive("data.num_labels", d.num_labels)
         + _positive("data.synthetic", (s.num_train, s.num_eval, s.image_size, s.num_classes))
         + _positive("data.num_workers", d.num_workers, allow_zero=True)
     )
+
+
+def _check_colors(r: Recipe) -> list[str]:
+    """`data.colors`: readable, distinct colours, each to a class id (below the known class count) or the ignore
+    index; class ids straight from colours cannot be reduced again."""
+    d = r.data
+    if d.colors is None:
+        return []
+    num_labels = d.num_labels if d.num_labels is not None else len(d.id2label or {}) or None
+    problems = color_problems(d.colors.items(), num_labels, d.ignore_index, "data.colors")
+    if d.reduce_labels:
+        problems.append("data.colors: colours give class ids directly; expected data.reduce_labels: false, found true")
+    return problems
 
 
 def _check_augment(r: Recipe) -> list[str]:

@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 
 from ...errors import DatasetError, listing
-from ..labels import Color
+from ..labels import Color, ColorTable
 
 IMAGE, LABEL = "image", "label"
 FEATURES = datasets.Features({IMAGE: datasets.Image(), LABEL: datasets.Image()})
@@ -30,6 +30,8 @@ class Source:
         label_map: raw value -> train id, when files store other ids (Cityscapes label ids).
         strict_label_map: values the label_map does not list are invalid, not ignored (COCO-Stuff's ids).
         skipped: problems found while listing files that `data.skip_invalid` let through (dropped samples).
+        colors: colour -> class id of colour masks, when the source's id2label.json gives colours (the
+            recipe's `data.colors` replaces them).
     """
 
     splits: datasets.DatasetDict
@@ -40,6 +42,7 @@ class Source:
     label_map: Mapping[int, int] | None = None
     strict_label_map: bool = False
     skipped: list[str] = field(default_factory=list)
+    colors: ColorTable | None = None
 
 
 def paired_dataset(images: Sequence[str], masks: Sequence[str]) -> datasets.Dataset:

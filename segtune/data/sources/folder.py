@@ -17,6 +17,10 @@ JPEG, BMP, TIFF or WebP, in RGB, RGBA, grayscale or palette mode (all read as RG
 single-channel images (PNG, BMP, TIFF): 8-bit, 16-bit or palette, whose values (for palette masks:
 palette *indices*) are class ids. Class names come from the recipe, from `root/id2label.json`, or are
 `class_0..` for `data.num_labels` classes. When masks are palette PNGs, their palette gives the class colours.
+
+Masks may also be colour images (RGB, or RGBA with the alpha ignored) when colours are given, by `data.colors`
+or by `root/id2label.json` entries of the form `{"0": {"name": "road", "color": "#804080"}}`: each colour is
+decoded to its class id (`segtune.data.colors`), and the colours become the run's palette.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import PIL.Image
 
 from ...errors import DatasetError
 from ...recipe import DataConfig
-from ..labels import Color, read_id2label
+from ..labels import Color, read_id2label, read_label_colors
 from .base import (
     LABEL,
     Source,
@@ -69,12 +73,14 @@ def load_folder(data: DataConfig, seed: int) -> Source:
     for split, dataset in splits.items():
         require_nonempty(dataset, split, str(root))
     id2label_file = root / "id2label.json"
+    found = id2label_file.is_file()
     return Source(
         splits=datasets.DatasetDict(splits),
         name=str(root),
-        id2label=read_id2label(id2label_file) if id2label_file.is_file() else None,
+        id2label=read_id2label(id2label_file) if found else None,
         palette=_mask_palette(splits[data.train_split]),
         skipped=skipped,
+        colors=read_label_colors(id2label_file) if found and data.colors is None else None,
     )
 
 
