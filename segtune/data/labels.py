@@ -21,11 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import DatasetError, listing
+
+if TYPE_CHECKING:
+    from ..recipe import DataConfig
+    from .sources.base import Source
 
 Color = tuple[int, int, int]
 
@@ -305,4 +310,23 @@ def resolve_id2label(
         return {i: f"class_{i}" for i in range(num_labels)}
     raise DatasetError(
         f"{where}: no class names found (no id2label.json); set data.id2label, or data.num_labels for class_0.. names"
+    )
+
+
+def label_spec(data: DataConfig, source: Source) -> LabelSpec:
+    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels).
+
+    Raises:
+        DatasetError: no class names available, or names and `num_labels` disagree.
+    """
+    id2label = resolve_id2label(data.id2label, source.id2label, data.num_labels, source.name)
+    n = len(id2label)
+    palette = tuple(source.palette[:n]) if source.palette and len(source.palette) >= n else ()
+    return LabelSpec(
+        id2label=id2label,
+        palette=palette,
+        ignore_index=data.ignore_index,
+        reduce_labels=data.reduce_labels or source.reduce_labels,
+        label_map=source.label_map,
+        strict_label_map=source.strict_label_map,
     )
