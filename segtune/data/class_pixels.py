@@ -1,5 +1,6 @@
-"""A split's pixels per class, for `loss.class_weights: auto`: counted once per data fingerprint, sample by sample
-as the data check counts them (`preflight.scan`, `LabelSpec.class_counts`), and cached.
+"""A split's pixels per class, for `loss.class_weights: auto`, and each sample's class set, for the split that
+`data.val_ratio` holds out (`held_out.py`): counted once per data fingerprint, sample by sample as the data check
+counts them (`preflight.scan`, `LabelSpec.class_counts`), and cached.
 
     counts = class_pixels(data.train.rows, data.labels, "train", skip_invalid=False)
     counts.pixels          # (num_labels,) pixels of each class
