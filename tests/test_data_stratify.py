@@ -21,11 +21,11 @@ RARE = {1: (0, 1, 2), 2: (6, 7, 8)}
 COUNT, RATIO = 10, 0.2
 
 
-def rare_folder(root) -> None:
+def rare_folder(root, rare: dict[int, tuple[int, ...]] = RARE) -> None:
     """A flat folder of 8x8 images whose masks hold background and, for a few images, one rare class."""
     for i in range(COUNT):
         mask = np.zeros((8, 8), np.uint8)
-        for label, images in RARE.items():
+        for label, images in rare.items():
             if i in images:
                 mask[:2] = label
         save(root / "images" / f"img_{i:02d}.png", np.full((8, 8, 3), 20 * i, np.uint8))
@@ -134,3 +134,13 @@ def test_every_class_in_three_or_more_images_is_held_out(seed):
     _, random_held = seeded_split(200, 0.1, seed)
     assert not present[random_held].any(0)[frequent].all()
     assert stratified_split(present, n_eval, seed) == (train, held)
+
+
+def test_rare_classes_beyond_the_held_out_size_are_named(tmp_path, caplog):
+    """Three rare classes in disjoint images, one image held out: two classes cannot be validated, and are named."""
+    rare_folder(tmp_path, {1: (0, 1, 2), 2: (3, 4, 5), 3: (6, 7, 8)})
+    r = folder_recipe(tmp_path, "data.val_ratio=0.1", "data.num_labels=4")
+    splits = load_source(r).splits
+    assert len(splits["validation"]) == 1 and len(classes_in(splits["validation"]) - {0}) == 1
+    warned = [m for m in caplog.messages if "but not in validation" in m]
+    assert len(warned) == 1 and sum(f"class_{c}" in warned[0] for c in (1, 2, 3)) == 2
