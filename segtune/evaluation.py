@@ -65,7 +65,7 @@ def evaluate_checkpoint(
     reset_accelerate_state()  # a notebook may have trained with another precision in this process
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision)
     with accelerator.main_process_first():
-        data = build_datasets(recipe)
+        data = build_datasets(recipe, accelerator.print)
     if model is None:
         model, _ = load_for_inference(model_id)
     if model.config.num_labels != data.labels.num_labels:

@@ -23,14 +23,13 @@ import torch
 from transformers import SegformerImageProcessor
 
 from ..errors import DatasetError
-from ..recipe import DataConfig, Recipe
+from ..recipe import Recipe
 from .batch_preprocessor import TrainBatchPreprocessor
-from .colors import ColorTable
 from .decode import check_same_size, describe, read_image, read_mask
 from .image_processor import build_image_processor, eval_pixel_values
-from .labels import LabelSpec, default_palette, resolve_id2label
+from .labels import LabelSpec, label_spec
 from .preflight import preflight
-from .sources import IMAGE, LABEL, Source, load_source
+from .sources import IMAGE, LABEL, load_source
 from .sources.base import undecoded
 from .transforms import TrainTransform
 
@@ -196,8 +195,11 @@ class SegmentationData:
     preprocess: TrainBatchPreprocessor
 
 
-def build_datasets(recipe: Recipe) -> SegmentationData:
+def build_datasets(recipe: Recipe, show: Callable[[str], None] = print) -> SegmentationData:
     """The recipe's train and eval datasets, label contract and image processor.
+
+    `show` gets the images per class of a split held out by `data.val_ratio` (`held_out.py`), once; the
+    training loop passes `accelerator.print`, so that one process prints it.
 
     Raises:
         DatasetError: any problem with the source (missing folder, split, column; unpaired files ...), or
@@ -206,6 +208,8 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
     """
     data, seed = recipe.data, recipe.train.seed
     source = load_source(recipe)
+    if source.split_summary:
+        show(source.split_summary)
     labels = label_spec(data, source)
     train = _limit(source.splits[data.train_split], data.max_train_samples, seed)
     evaluation = _limit(source.splits[data.eval_split], data.max_eval_samples, seed)
@@ -223,40 +227,6 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
         skipped=skipped,
         preprocess=TrainBatchPreprocessor(processor.image_mean, processor.image_std),
     )
-
-
-def label_spec(data: DataConfig, source: Source) -> LabelSpec:
-    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels,
-    colours). Colour masks' colours (`data.colors`, else the source's) become the palette, and give the class
-    count (`class_0..`) when nothing else names the classes.
-
-    Raises:
-        DatasetError: no class names available, names and `num_labels` disagree, or a colour's id is out of range.
-    """
-    colors = ColorTable.parse(data.colors.items(), "data.colors") if data.colors is not None else source.colors
-    num_labels = data.num_labels
-    if num_labels is None and not data.id2label and not source.id2label:
-        num_labels = _classes_coloured(colors, data.ignore_index)
-    id2label = resolve_id2label(data.id2label, source.id2label, num_labels, source.name)
-    n = len(id2label)
-    palette = tuple(source.palette[:n]) if source.palette and len(source.palette) >= n else ()
-    if colors is not None:
-        palette = colors.palette(palette or default_palette(n))  # the colours the user gave are the ones shown
-    return LabelSpec(
-        id2label=id2label,
-        palette=palette,
-        ignore_index=data.ignore_index,
-        reduce_labels=data.reduce_labels or source.reduce_labels,
-        label_map=source.label_map,
-        strict_label_map=source.strict_label_map,
-        colors=colors,
-    )
-
-
-def _classes_coloured(colors: ColorTable | None, ignore_index: int) -> int | None:
-    """1 + the highest class id a colour table gives (the ignore index aside); None without one."""
-    ids = [i for i in (colors.colors.values() if colors is not None else ()) if i != ignore_index]
-    return max(ids) + 1 if ids else None
 
 
 def _limit(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:

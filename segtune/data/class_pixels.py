@@ -1,9 +1,11 @@
-"""A split's pixels per class, for `loss.class_weights: auto`: counted once per data fingerprint, sample by sample
-as the data check counts them (`preflight.scan`, `LabelSpec.class_counts`), and cached.
+"""A split's pixels per class, for `loss.class_weights: auto`, and each sample's class set, for the split that
+`data.val_ratio` holds out (`held_out.py`): counted once per data fingerprint, sample by sample as the data check
+counts them (`preflight.scan`, `LabelSpec.class_counts`), and cached.
 
     counts = class_pixels(data.train.rows, data.labels, "train", skip_invalid=False)
     counts.pixels          # (num_labels,) pixels of each class
     counts.image_pixels    # (num_labels,) labelled pixels of the images each class appears in
+    counts.present         # (samples, num_labels) bool: the classes each sample holds (its class set)
 
 The cache is one small JSON file per fingerprint in the `datasets` cache (`HF_DATASETS_CACHE/segtune_class_pixels/`),
 beside the Arrow files the sources write there. The fingerprint hashes what the counts depend on: each mask as
@@ -28,14 +30,13 @@ import numpy as np
 from ..errors import DatasetError, listing
 from .labels import LabelSpec
 from .preflight import scan
-from .sources import LABEL
-from .sources.base import undecoded
+from .sources.base import LABEL, undecoded  # not the registry: load_source reaches this module (held_out.py)
 
 logger = logging.getLogger(__name__)
 
 CACHE_FOLDER = "segtune_class_pixels"
 # Part of the fingerprint: bump it when what is counted changes, so that no older count is served.
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ClassPixels:
     Attributes:
         pixels: (num_labels,) pixels of each class (ignored pixels are not counted).
         image_pixels: (num_labels,) for each class, the labelled pixels of the images it appears in.
+        present: (rows, num_labels) bool, one row per sample in order: the classes it holds (none for a sample
+            left out as invalid).
         samples: the samples counted.
         cache: the cache file the counts were read from or written to.
         from_cache: True when read from the cache, False when counted by this call.
@@ -52,40 +55,47 @@ class ClassPixels:
 
     pixels: np.ndarray
     image_pixels: np.ndarray
+    present: np.ndarray
     samples: int
     cache: Path
     from_cache: bool
 
 
-def class_pixels(rows: datasets.Dataset, labels: LabelSpec, split: str, skip_invalid: bool) -> ClassPixels:
+def class_pixels(
+    rows: datasets.Dataset, labels: LabelSpec, split: str, skip_invalid: bool, purpose: str = "loss.class_weights=auto"
+) -> ClassPixels:
     """The pixel counts of `rows` (a split's samples as stored), from the cache when it holds this fingerprint.
+
+    `purpose` (the recipe key that asked) opens the error message.
 
     Raises:
         DatasetError: masks that cannot be read or hold values without a class, listed one per line (unless
             `skip_invalid`: such samples are left out, as training skips them).
     """
     path = Path(datasets.config.HF_DATASETS_CACHE) / CACHE_FOLDER / f"{fingerprint(rows, labels)}.json"
-    cached = _read(path, labels.num_labels)
+    cached = _read(path, labels.num_labels, len(rows))
     if cached is not None:
         return cached
     pixels = np.zeros(labels.num_labels, dtype=np.int64)
     image_pixels = np.zeros(labels.num_labels, dtype=np.int64)
+    present = np.zeros((len(rows), labels.num_labels), dtype=bool)
     problems, samples = [], 0
-    for counts, problem in scan(rows, split, labels, "full"):
+    for index, (counts, problem) in enumerate(scan(rows, split, labels, "full")):
         if problem is not None:
             problems.append(problem)
             continue
         counts = counts[: labels.num_labels]  # ignored pixels (last) are no class's
         pixels += counts
         image_pixels += np.where(counts > 0, counts.sum(), 0)
+        present[index] = counts > 0
         samples += 1
     if problems and not skip_invalid:
         raise DatasetError(
-            f"loss.class_weights=auto: counting the {split!r} split's class pixels found {len(problems)} "
+            f"{purpose}: counting the {split!r} split's class pixels found {len(problems)} "
             f"problem(s):{listing(problems)}\n(fix them, or set data.skip_invalid=true to leave such samples out)"
         )
-    _write(path, pixels, image_pixels, samples)
-    return ClassPixels(pixels, image_pixels, samples, path, from_cache=False)
+    _write(path, pixels, image_pixels, present, samples)
+    return ClassPixels(pixels, image_pixels, present, samples, path, from_cache=False)
 
 
 def fingerprint(rows: datasets.Dataset, labels: LabelSpec) -> str:
@@ -111,22 +121,30 @@ def _identity(stored: dict) -> bytes:
     return f"{stored['path']}|{stat.st_size}|{stat.st_mtime_ns}".encode()
 
 
-def _read(path: Path, num_labels: int) -> ClassPixels | None:
+def _read(path: Path, num_labels: int, rows: int) -> ClassPixels | None:
     """The cached counts, or None when there are none (or they cannot be read: they are counted again)."""
     try:
         saved = json.loads(path.read_text())
         pixels, image_pixels = np.array(saved["pixels"], np.int64), np.array(saved["image_pixels"], np.int64)
         samples = int(saved["samples"])
-    except (OSError, ValueError, KeyError, TypeError):
+        present = np.zeros((rows, num_labels), dtype=bool)
+        for index, classes in enumerate(saved["present"][:rows]):
+            present[index, classes] = True
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    if pixels.shape != (num_labels,) or image_pixels.shape != (num_labels,):
+    if pixels.shape != (num_labels,) or image_pixels.shape != (num_labels,) or len(saved["present"]) != rows:
         return None
-    return ClassPixels(pixels, image_pixels, samples, path, from_cache=True)
+    return ClassPixels(pixels, image_pixels, present, samples, path, from_cache=True)
 
 
-def _write(path: Path, pixels: np.ndarray, image_pixels: np.ndarray, samples: int) -> None:
+def _write(path: Path, pixels: np.ndarray, image_pixels: np.ndarray, present: np.ndarray, samples: int) -> None:
     """Write the counts atomically (rename), so that a reader never sees half a file; a read-only cache only warns."""
-    content = {"samples": samples, "pixels": pixels.tolist(), "image_pixels": image_pixels.tolist()}
+    content = {
+        "samples": samples,
+        "pixels": pixels.tolist(),
+        "image_pixels": image_pixels.tolist(),
+        "present": [np.flatnonzero(row).tolist() for row in present],  # class ids per sample: sparse, small
+    }
     staging = path.with_suffix(f".tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

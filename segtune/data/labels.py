@@ -21,12 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import DatasetError, listing
 from .colors import Color, ColorTable
+
+if TYPE_CHECKING:
+    from ..recipe import DataConfig
+    from .sources.base import Source
 
 # Raw masks are 8- or 16-bit images, so one lookup table over every 16-bit value maps any of them.
 _LUT_SIZE = 1 << 16
@@ -352,3 +357,37 @@ def resolve_id2label(
     raise DatasetError(
         f"{where}: no class names found (no id2label.json); set data.id2label, or data.num_labels for class_0.. names"
     )
+
+
+def label_spec(data: DataConfig, source: Source) -> LabelSpec:
+    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels,
+    colours). Colour masks' colours (`data.colors`, else the source's) become the palette, and give the class
+    count (`class_0..`) when nothing else names the classes.
+
+    Raises:
+        DatasetError: no class names available, names and `num_labels` disagree, or a colour's id is out of range.
+    """
+    colors = ColorTable.parse(data.colors.items(), "data.colors") if data.colors is not None else source.colors
+    num_labels = data.num_labels
+    if num_labels is None and not data.id2label and not source.id2label:
+        num_labels = _classes_coloured(colors, data.ignore_index)
+    id2label = resolve_id2label(data.id2label, source.id2label, num_labels, source.name)
+    n = len(id2label)
+    palette = tuple(source.palette[:n]) if source.palette and len(source.palette) >= n else ()
+    if colors is not None:
+        palette = colors.palette(palette or default_palette(n))  # the colours the user gave are the ones shown
+    return LabelSpec(
+        id2label=id2label,
+        palette=palette,
+        ignore_index=data.ignore_index,
+        reduce_labels=data.reduce_labels or source.reduce_labels,
+        label_map=source.label_map,
+        strict_label_map=source.strict_label_map,
+        colors=colors,
+    )
+
+
+def _classes_coloured(colors: ColorTable | None, ignore_index: int) -> int | None:
+    """1 + the highest class id a colour table gives (the ignore index aside); None without one."""
+    ids = [i for i in (colors.colors.values() if colors is not None else ()) if i != ignore_index]
+    return max(ids) + 1 if ids else None

@@ -22,8 +22,7 @@ import numpy as np
 from ..errors import DatasetError, listing
 from .decode import check_same_size, describe, image_size, read_image, read_mask
 from .labels import LabelSpec
-from .sources import IMAGE, LABEL
-from .sources.base import undecoded
+from .sources.base import IMAGE, LABEL, undecoded  # not the registry: load_source reaches this module
 
 logger = logging.getLogger(__name__)
 

@@ -115,7 +115,10 @@ class DataConfig:
     eval_split: str = "validation"
     image_column: str = "image"
     label_column: str = "label"
-    val_ratio: float | None = None  # folder without train/val subfolders: seeded split ratio
+    val_ratio: float | None = None  # a source without an eval split (flat folder): seeded split ratio
+    # That split holds out images so that every class in >= 3 images is validated (iterative stratification,
+    # segtune/data/stratify.py); false: a seeded random draw, as before.
+    stratify: bool = True
     num_labels: int | None = None  # None: from id2label or the source
     id2label: dict[int, str] | None = None
     reduce_labels: bool = False  # ADE20K convention: 0 -> ignore, k -> k-1

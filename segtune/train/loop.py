@@ -143,7 +143,7 @@ def prepare_run(recipe: Recipe, accelerator: Accelerator) -> Run:
     """Data, model, optimizer and schedule, prepared by Accelerate."""
     set_seed(recipe.train.seed, device_specific=True)
     with accelerator.main_process_first():
-        data = build_datasets(recipe)
+        data = build_datasets(recipe, accelerator.print)
         # `loss.class_weights: auto` counts on the main process first; the others then read its cache.
         criterion = build_criterion(recipe, data, accelerator.device, accelerator.print)
     data.preprocess.to(accelerator.device)  # its mean and std, once

@@ -46,6 +46,7 @@ def load_source(recipe: Recipe) -> Source:
     """The samples `recipe.data` points to, before any label mapping or transform.
 
     `data.path` falls back to the source's default path (`segtune.recipe.DATA_SOURCES`).
+    A source without an eval split gets one here: `data.val_ratio` of its samples held out (`held_out.py`).
 
     Raises:
         KeyError: `data.source` is not in SOURCES (a validated recipe never has one).
@@ -56,7 +57,13 @@ def load_source(recipe: Recipe) -> Source:
     if data.path is None and default_path is not None:
         data = dataclasses.replace(data, path=default_path)
     module, function = SOURCES[data.source].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), function)(data, recipe.train.seed)
+    source = getattr(importlib.import_module(f"{__name__}.{module}"), function)(data, recipe.train.seed)
+    if source.pool is not None:
+        # Here, not in each loader: a loader's caller may still change the label contract (ADE20K through hub).
+        from ..held_out import hold_out
+
+        source = hold_out(source, data, recipe.train.seed)
+    return source
 
 
 # The shared names of base.py, imported on first use so that importing the registry stays light.

@@ -32,6 +32,9 @@ class Source:
         skipped: problems found while listing files that `data.skip_invalid` let through (dropped samples).
         colors: colour -> class id of colour masks, when the source's id2label.json gives colours (the
             recipe's `data.colors` replaces them).
+        pool: every sample, when the source has no eval split: `load_source` holds out `data.val_ratio` of it
+            (`segtune/data/held_out.py`) and fills `splits`. A loader leaves `splits` empty then.
+        split_summary: the held-out split's images per class, to print once at the start of a run.
     """
 
     splits: datasets.DatasetDict
@@ -43,6 +46,8 @@ class Source:
     strict_label_map: bool = False
     skipped: list[str] = field(default_factory=list)
     colors: ColorTable | None = None
+    pool: datasets.Dataset | None = None
+    split_summary: str | None = None
 
 
 def paired_dataset(images: Sequence[str], masks: Sequence[str]) -> datasets.Dataset:
@@ -158,6 +163,11 @@ def require_nonempty(split: datasets.Dataset, split_name: str, where: str) -> No
         raise DatasetError(f"{where}: split {split_name!r} is empty")
 
 
+def held_out_size(n: int, val_ratio: float) -> int:
+    """Samples held out of `n`: round(n * val_ratio), at least one on each side when n >= 2."""
+    return min(max(1, round(n * val_ratio)), n - 1) if n >= 2 else 0
+
+
 def seeded_split(n: int, val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices (train, eval) of a seeded random split; at least one sample on each side when n >= 2.
 
@@ -166,5 +176,5 @@ def seeded_split(n: int, val_ratio: float, seed: int) -> tuple[list[int], list[i
     `stratify_by_column` takes one class per row, where a segmentation image holds a set of classes.
     """
     order = np.random.default_rng(seed).permutation(n)
-    n_eval = min(max(1, round(n * val_ratio)), n - 1) if n >= 2 else 0
+    n_eval = held_out_size(n, val_ratio)
     return sorted(order[n_eval:].tolist()), sorted(order[:n_eval].tolist())

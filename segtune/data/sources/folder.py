@@ -9,7 +9,7 @@ Three layouts are recognised (split folder names: `data.train_split` or `train`;
     root/images/train/*   root/masks/train/*        images/ and masks/, each with split folders
     root/images/val/*     root/masks/val/*
 
-    root/images/*         root/masks/*              flat: a seeded split by `data.val_ratio`
+    root/images/*         root/masks/*              flat: `data.val_ratio` held out (held_out.py)
 
 An image and its mask share their path relative to images/ and masks/ without the extension
 (`images/aachen/x.jpg` pairs with `masks/aachen/x.png`); subfolders are allowed. Images may be PNG,
@@ -40,7 +40,6 @@ from .base import (
     relative,
     report_problems,
     require_nonempty,
-    seeded_split,
     undecoded,
 )
 
@@ -68,8 +67,7 @@ def load_folder(data: DataConfig, seed: int) -> Source:
         problems += found
         splits[split] = paired_dataset(images, masks)
     report_problems(problems, data.skip_invalid, skipped, str(root))
-    if len(layout) == 1:
-        splits = _split_flat(splits.popitem()[1], data, seed, root)
+    pool = _flat_pool(splits.popitem()[1], data, root) if len(layout) == 1 else None
     for split, dataset in splits.items():
         require_nonempty(dataset, split, str(root))
     id2label_file = root / "id2label.json"
@@ -78,9 +76,10 @@ def load_folder(data: DataConfig, seed: int) -> Source:
         splits=datasets.DatasetDict(splits),
         name=str(root),
         id2label=read_id2label(id2label_file) if found else None,
-        palette=_mask_palette(splits[data.train_split]),
+        palette=_mask_palette(pool if pool is not None else splits[data.train_split]),
         skipped=skipped,
         colors=read_label_colors(id2label_file) if found and data.colors is None else None,
+        pool=pool,
     )
 
 
@@ -160,13 +159,14 @@ def _pair_problem(images: list[Path], masks: list[Path], root: Path) -> str | No
     return None
 
 
-def _split_flat(dataset: datasets.Dataset, data: DataConfig, seed: int, root: Path) -> dict[str, datasets.Dataset]:
+def _flat_pool(dataset: datasets.Dataset, data: DataConfig, root: Path) -> datasets.Dataset:
+    """Every sample of a folder without an eval split: `load_source` holds out `data.val_ratio` of them."""
     if data.val_ratio is None:
         raise DatasetError(
             f"{root}: images/ and masks/ have no split folders; set data.val_ratio (e.g. 0.1) for a seeded split"
         )
-    train, evaluation = seeded_split(len(dataset), data.val_ratio, seed)
-    return {data.train_split: dataset.select(train), data.eval_split: dataset.select(evaluation)}
+    require_nonempty(dataset, data.train_split, str(root))
+    return dataset
 
 
 def _mask_palette(split: datasets.Dataset) -> tuple[Color, ...] | None:

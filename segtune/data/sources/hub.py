@@ -5,8 +5,8 @@
     data.image_column: pixel_values            # renamed to `image`
     data.label_column: label                   # must be an Image feature; renamed to `label`
 
-The recipe's split names pick the splits; a missing eval split is carved from train with
-`data.val_ratio`. Class names come from the recipe, else from `id2label.json` in the dataset (a local
+The recipe's split names pick the splits; a missing eval split is held out of train by `load_source`
+(`data.val_ratio`, `held_out.py`). Class names come from the recipe, else from `id2label.json` in the dataset (a local
 folder, or the dataset's Hub repo).
 """
 
@@ -19,7 +19,7 @@ import datasets
 from ...errors import DatasetError
 from ...recipe import DataConfig
 from ..labels import read_id2label
-from .base import IMAGE, LABEL, Source, require_nonempty, seeded_split
+from .base import IMAGE, LABEL, Source, require_nonempty
 from .scripts import refuse_script_dataset, script_error_from
 
 # Column names transformers' example script renames: (image, label) fallbacks when the recipe's are absent.
@@ -37,7 +37,7 @@ def load_hub(data: DataConfig, seed: int, path: str | None = None, find_id2label
     """
     path = path or data.path or ""
     splits = _load(path, data.config_name)
-    splits = _pick_splits(splits, data, seed, path)
+    splits = _pick_splits(splits, data, path)
     image_column = _column(splits[data.train_split], data.image_column, IMAGE, path)
     label_column = _column(splits[data.train_split], data.label_column, LABEL, path)
     out = {}
@@ -49,8 +49,9 @@ def load_hub(data: DataConfig, seed: int, path: str | None = None, find_id2label
             dataset = dataset.rename_columns({"__image": IMAGE, "__label": LABEL})
         require_nonempty(dataset, split, path)
         out[split] = dataset
+    pool = out.pop(data.train_split) if data.eval_split not in out else None  # load_source holds out val_ratio
     id2label = _id2label(path) if find_id2label and not data.id2label else None
-    return Source(splits=datasets.DatasetDict(out), name=path, id2label=id2label)
+    return Source(splits=datasets.DatasetDict(out), name=path, id2label=id2label, pool=pool)
 
 
 def _load(path: str, config_name: str | None) -> datasets.DatasetDict:
@@ -78,7 +79,7 @@ def _load(path: str, config_name: str | None) -> datasets.DatasetDict:
     return loaded
 
 
-def _pick_splits(splits: datasets.DatasetDict, data: DataConfig, seed: int, path: str) -> dict[str, datasets.Dataset]:
+def _pick_splits(splits: datasets.DatasetDict, data: DataConfig, path: str) -> dict[str, datasets.Dataset]:
     if data.train_split not in splits:
         raise DatasetError(f"data.train_split {data.train_split!r}: no such split in {path!r}; it has {list(splits)}")
     if data.eval_split in splits:
@@ -88,9 +89,7 @@ def _pick_splits(splits: datasets.DatasetDict, data: DataConfig, seed: int, path
             f"data.eval_split {data.eval_split!r}: no such split in {path!r}; it has {list(splits)}. "
             "Name one of them, or set data.val_ratio to split the train split"
         )
-    train, evaluation = seeded_split(len(splits[data.train_split]), data.val_ratio, seed)
-    full = splits[data.train_split]
-    return {data.train_split: full.select(train), data.eval_split: full.select(evaluation)}
+    return {data.train_split: splits[data.train_split]}
 
 
 def _column(dataset: datasets.Dataset, configured: str, role: str, path: str) -> str:
