@@ -225,10 +225,11 @@ def build_datasets(recipe: Recipe) -> SegmentationData:
 
 
 def label_spec(data: DataConfig, source: Source) -> LabelSpec:
-    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels).
+    """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels, label_map).
 
     Raises:
-        DatasetError: no class names available, or names and `num_labels` disagree.
+        DatasetError: no class names available, names and `num_labels` disagree, or `data.label_map` maps a value
+            to a class id the source does not have.
     """
     id2label = resolve_id2label(data.id2label, source.id2label, data.num_labels, source.name)
     n = len(id2label)
@@ -240,6 +241,7 @@ def label_spec(data: DataConfig, source: Source) -> LabelSpec:
         reduce_labels=data.reduce_labels or source.reduce_labels,
         label_map=source.label_map,
         strict_label_map=source.strict_label_map,
+        overrides=data.label_map,
     )
 
 

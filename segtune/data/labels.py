@@ -46,6 +46,12 @@ class LabelSpec:
         label_map: raw value -> train id (Cityscapes label ids); raw values not listed become ignore.
         strict_label_map: raw values the label_map does not list are invalid (reported like out-of-range
             labels) instead of ignored: for maps that list every value a file may hold (COCO-Stuff's ids).
+        overrides: the recipe's `data.label_map`, raw value -> train id or `ignore_index`, for any source
+            ({255: 1} for binary masks whose foreground is 255). It acts on the values as stored in the files
+            read and wins over the contract above for the values it lists: `{0: 3}` on ADE20K makes raw 0
+            ("other") class 3 instead of ignored, `{6: 0}` on Cityscapes makes label id 6 (ground) train id 0
+            (road); the values it does not list keep the source's contract. It is the lookup table's last
+            entries, so it costs nothing per pixel.
     """
 
     id2label: dict[int, str]
@@ -54,6 +60,7 @@ class LabelSpec:
     reduce_labels: bool = False
     label_map: Mapping[int, int] | None = field(default=None, compare=False)
     strict_label_map: bool = False
+    overrides: Mapping[int, int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         ids = sorted(self.id2label)
@@ -67,10 +74,24 @@ class LabelSpec:
             raise DatasetError(
                 "reduce_labels cannot be combined with a label_map (Cityscapes ids): labels would be mapped twice"
             )
+        self._check_overrides()
         if not self.palette:
             object.__setattr__(self, "palette", default_palette(len(ids)))
         if len(self.palette) != len(ids):
             raise DatasetError(f"palette: expected {len(ids)} colours, one per class, found {len(self.palette)}")
+
+    def _check_overrides(self) -> None:
+        """The recipe checks `data.label_map` against the classes it knows; the source's are only known here."""
+        n = len(self.id2label)
+        keys = [raw for raw in self.overrides or {} if not 0 <= raw < _LUT_SIZE]
+        if keys:
+            raise DatasetError(f"data.label_map: expected raw mask values 0..{_LUT_SIZE - 1} as keys, found {keys}")
+        bad = {raw: v for raw, v in (self.overrides or {}).items() if v != self.ignore_index and not 0 <= v < n}
+        if bad:
+            raise DatasetError(
+                f"data.label_map: expected class ids 0..{n - 1} or the ignore index {self.ignore_index} as values, "
+                f"found {bad}"
+            )
 
     @property
     def num_labels(self) -> int:
@@ -107,10 +128,18 @@ class LabelSpec:
             lut[self.ignore_index] = self.ignore_index
         if self.reduce_labels and self.ignore_index != 255:
             lut[255] = self.ignore_index  # the ADE20K files' own "unlabelled" value, as transformers reduces it
+        for raw, train_id in (self.overrides or {}).items():  # last: the recipe's word wins over the source's
+            lut[raw] = train_id
         return lut
 
     def valid_raw_values(self) -> str:
         """The raw mask values this spec accepts, in words (for error messages)."""
+        listed = (
+            f", or one of the values data.label_map lists: {_ranges(sorted(self.overrides))}" if self.overrides else ""
+        )
+        return self._contract_values() + listed
+
+    def _contract_values(self) -> str:
         n, ignore = self.num_labels, self.ignore_index
         if self.label_map is not None and self.strict_label_map:
             return f"one of the raw ids the label map lists: {_ranges(sorted(self.label_map))}"
@@ -198,7 +227,7 @@ class LabelSpec:
 
     @cached_property
     def _identity(self) -> bool:
-        return self.label_map is None and not self.reduce_labels
+        return self.label_map is None and not self.reduce_labels and not self.overrides
 
     @cached_property
     def _lut_tensor(self) -> torch.Tensor:
@@ -221,13 +250,17 @@ class LabelSpec:
         np.add.at(histogram, slots, counts)
         return histogram
 
-    def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
+    def invalid_message(self, bad: np.ndarray, where: str) -> str:
+        """The problem of a mask `where` holding the raw values `bad`, which have no train id."""
         listed = listing(bad.tolist(), inline=True)
         if self.label_map is None:
             what = f"are outside [0, {self.num_labels}) and not the ignore index {self.ignore_index}"
         else:
             what = "are out of range: the label map has no train id for them"
-        raise DatasetError(f"{where}: mask values {listed} {what}; expected {self.valid_raw_values()}")
+        return f"{where}: mask values {listed} {what}; expected {self.valid_raw_values()}"
+
+    def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
+        raise DatasetError(self.invalid_message(bad, where))
 
 
 def _ranges(values: list[int]) -> str:
