@@ -177,6 +177,18 @@ class LabelSpec:
         Raises:
             DatasetError: a value is negative, or no train id exists for it; the message lists them.
         """
+        values, counts = self.raw_histogram(raw, where)
+        bad = values[self.lut[values] == _INVALID]
+        if bad.size:
+            self._raise_invalid(bad, where)
+        return values, counts
+
+    def raw_histogram(self, raw: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct raw values of a mask (each < 65536) and their pixels, whether or not they have a train id.
+
+        Raises:
+            DatasetError: a value is negative or >= 65536 (no lookup table entry), or the mask is not integer.
+        """
         if raw.dtype.kind not in "biu":
             raise DatasetError(f"{where}: mask has dtype {raw.dtype}; expected integer class ids")
         if raw.dtype.kind == "i" and raw.size and raw.min() < 0:
@@ -185,9 +197,6 @@ class LabelSpec:
             self._raise_invalid(np.unique(raw[raw >= _LUT_SIZE]), where)
         counts = np.bincount(raw.ravel())
         values = np.flatnonzero(counts)
-        bad = values[(values >= _LUT_SIZE) | (self.lut[np.minimum(values, _LUT_SIZE - 1)] == _INVALID)]
-        if bad.size:
-            self._raise_invalid(bad, where)
         return values, counts[values]
 
     def validate(self, raw: np.ndarray, where: str) -> None:
