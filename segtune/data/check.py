@@ -69,7 +69,7 @@ class CheckReport:
             for s in splits:
                 images = f"{int(self.images[s][row]):,}" if row < self.labels.num_labels else ""
                 cells += f"{int(self.histograms[s][row]):>20,}{self.histograms[s][row] / totals[s]:>8.1%}{images:>8}"
-            lines.append(f"{class_id:>4}  {name[:24]:<24}{cells}")
+            lines.append(f"{class_id:>4}  {name[:24]:<24}{cells}".rstrip())
         lines.append("samples: " + ", ".join(f"{s} {n}" for s, n in self.samples.items()))
         return lines
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import listing
+from ..errors import MAX_LISTED, listing
 from .labels import LabelSpec
 from .mask_values import MaskValues
 
@@ -122,8 +122,11 @@ def _scaled_ids(values: Mapping[str, MaskValues], labels: LabelSpec) -> str | No
     return None
 
 
-def _names(labels: LabelSpec, ids: np.ndarray) -> str:
-    return listing([f"{i} {labels.id2label[i]!r}" for i in ids.tolist()], inline=True)
+def _classes(labels: LabelSpec, ids: np.ndarray) -> str:
+    """ "class 2 'car'" or "classes 2 'car', 5 'bus'" (up to MAX_LISTED, then how many more)."""
+    named = [f"{i} {labels.id2label[i]!r}" for i in ids.tolist()]
+    more = f" and {len(named) - MAX_LISTED} more" if len(named) > MAX_LISTED else ""
+    return ("class " if len(named) == 1 else "classes ") + ", ".join(named[:MAX_LISTED]) + more
 
 
 def _checked(v: MaskValues) -> str:
@@ -140,13 +143,14 @@ def _absent_classes(
     if train is not None and train.masks:
         absent = np.flatnonzero(train.class_pixels() == 0)
         if absent.size:
-            warnings.append(f"class(es) {_names(labels, absent)} never occur in {_checked(train)}")
+            verb = "occurs" if absent.size == 1 else "occur"
+            warnings.append(f"{_classes(labels, absent)} never {verb} in {_checked(train)}")
         if evaluation is not None and evaluation.masks:
             unseen = np.flatnonzero((train.class_pixels() > 0) & (evaluation.class_pixels() == 0))
             if unseen.size:
                 warnings.append(
-                    f"class(es) {_names(labels, unseen)} occur in training but never in {_checked(evaluation)}: "
-                    "their IoU is not measured"
+                    f"{_classes(labels, unseen)} {'occurs' if unseen.size == 1 else 'occur'} in training but never "
+                    f"in {_checked(evaluation)}: no IoU is measured for {'it' if unseen.size == 1 else 'them'}"
                 )
     return warnings
 
