@@ -1,5 +1,6 @@
 """The benchmarks stay runnable: bench/gpu_train.py (where no GPU is), bench/finetune_options.py and
-bench/export_speed.py run every part at toy sizes on the CPU in --smoke mode, bench/tile_memory.py on a small image."""
+bench/export_speed.py and bench/check_speed.py run every part at toy sizes on the CPU in --smoke mode,
+bench/tile_memory.py on a small image."""
 
 from __future__ import annotations
 
@@ -70,3 +71,12 @@ def test_tile_memory_benchmark_reports_time_and_peak_memory(tmp_path):
     peak, baseline = map(float, re.search(row, done.stdout, re.MULTILINE).groups())
     assert 0.2 < baseline <= peak < 4
     assert tifffile.imread(tmp_path / "out" / "scene_640_labels.tif").shape == (640, 640)
+
+
+@pytest.mark.slow  # a fresh interpreter, eight generated scenes and the quick check of 40 pairs and the demo data (~10 s)
+def test_check_speed_benchmark_runs_in_smoke_mode():
+    out = smoke("check_speed.py", timeout=300)
+    assert "quick check, 40 64x128 pairs (34 train + 6 val), 40 masks decoded, 1 thread" in out, out
+    assert re.search(r"^measured: [\d.]+ s \(median of 1 rounds\)$", out, re.MULTILINE), out
+    assert re.search(r"^parts: [\d.]+ ms per header pair, [\d.]+ ms per decoded and tallied mask$", out, re.MULTILINE)
+    assert re.search(r"^demo data \(16 \+ 64 synthetic samples\): quick [\d.]+ s$", out, re.MULTILINE), out

@@ -94,7 +94,7 @@ def test_mask_values_out_of_range_are_listed(tmp_path):
     mask = scene(0)[1].copy()
     mask[0, :3] = [7, 9, 200]
     save(tmp_path / "val" / "masks" / "img_0.png", mask)
-    data = build_datasets(folder_recipe(tmp_path))
+    data = build_datasets(folder_recipe(tmp_path, "data.check=off"))  # the quick check now stops first, as here
     with pytest.raises(
         DatasetError, match=r"img_0.png'\): mask values \[7, 9, 200\] are outside \[0, 3\) and not the ignore index 255"
     ):
@@ -105,7 +105,7 @@ def test_colour_mask_is_refused(tmp_path):
     make_folder(tmp_path, "split")
     save(tmp_path / "val" / "masks" / "img_0.png", scene(3)[0])
     with pytest.raises(DatasetError, match=r"mask is a colour image \(mode RGB\) with differing channels"):
-        build_datasets(folder_recipe(tmp_path)).eval[0]
+        build_datasets(folder_recipe(tmp_path, "data.check=off")).eval[0]  # quick stops first (test_data_diagnosis)
 
 
 def test_no_class_names(tmp_path):

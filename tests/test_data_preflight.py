@@ -69,30 +69,35 @@ def test_skip_invalid_warns_and_skips_as_when_read(tmp_path, caplog):
     assert data.skipped.count == 1
 
 
-def test_quick_reads_headers_only_and_full_decodes_masks(tmp_path, monkeypatch):
+def test_quick_decodes_the_masks_of_a_small_split_and_no_image(tmp_path, monkeypatch):
+    # quick decoded no pixel before issue 14; it now decodes every mask of a split of up to 500 (a sample of a
+    # larger one: tests/test_data_diagnosis.py), and still reads images from their header only
     make_folder(tmp_path, "split", count=2)
     corrupt_pixels(tmp_path / "val" / "masks" / "img_1.png")
-    build_datasets(folder_recipe(tmp_path))  # quick: a valid header passes
-    with pytest.raises(DatasetError, match=r"validation sample 1: mask \('.*val/masks/img_1.png'\): not a readable"):
-        build_datasets(folder_recipe(tmp_path, "data.check=full"))
+    for level in ("quick", "full"):
+        with pytest.raises(
+            DatasetError, match=r"validation sample 1: mask \('.*val/masks/img_1.png'\): not a readable"
+        ):
+            build_datasets(folder_recipe(tmp_path, f"data.check={level}"))
 
     def no_decoding(*args):
-        raise AssertionError("quick decoded pixels")
+        raise AssertionError("quick decoded an image")
 
     monkeypatch.setattr(preflight, "read_image", no_decoding)
-    monkeypatch.setattr(preflight, "read_mask", no_decoding)
     (tmp_path / "val" / "masks" / "img_1.png").write_bytes(png_bytes(scene(1)[1]))
     build_datasets(folder_recipe(tmp_path))
 
 
-def test_full_catches_a_bad_mask_value_that_quick_lets_through(tmp_path):
+def test_quick_and_full_catch_a_bad_mask_value_in_a_small_split(tmp_path):
     make_folder(tmp_path, "split", count=2)
     mask = scene(100)[1].copy()
     mask[3, 4] = 7
     save(tmp_path / "val" / "masks" / "img_0.png", mask)
-    build_datasets(folder_recipe(tmp_path))
-    with pytest.raises(DatasetError, match=r"1 problem\(s\) in 4 samples:\n  validation sample 0: mask .* \[7\] are"):
-        build_datasets(folder_recipe(tmp_path, "data.check=full"))
+    for level in ("quick", "full"):
+        with pytest.raises(
+            DatasetError, match=r"1 problem\(s\) in 4 samples:\n  validation sample 0: mask .* \[7\] are"
+        ):
+            build_datasets(folder_recipe(tmp_path, f"data.check={level}"))
 
 
 def test_many_problems_are_counted_and_ten_listed(tmp_path):

@@ -260,3 +260,54 @@ def test_the_loss_section_reads_terms_with_their_own_parameters(tmp_path):
 def test_class_weights_that_cannot_apply_are_refused(overrides, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("demo.yaml", overrides)
+
+
+def test_label_map_is_read_from_set_and_yaml_and_saved_as_one_mapping(tmp_path):
+    recipe = load_recipe(None, ["data.num_labels=2", "data.label_map={255: 1, '128': 255}"])
+    assert recipe.data.label_map == {255: 1, 128: 255}  # string keys read as raw values
+    assert recipe.flat()["data.label_map"] == {255: 1, 128: 255}
+    path = tmp_path / "saved.yaml"
+    recipe.save(path)
+    assert load_recipe(path).data.label_map == {255: 1, 128: 255}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["data.label_map={70000: 1}"],
+            "data.label_map: key 70000: expected a raw mask value in 0..65535, found 70000",
+        ),
+        (["data.label_map={-1: 1}"], "data.label_map: key -1: expected a raw mask value in 0..65535, found -1"),
+        (
+            ["data.num_labels=2", "data.label_map={255: 2}"],
+            "data.label_map: 255: 2: expected a class id (0..1) or the ignore index 255, found 2",
+        ),
+        (
+            ["data.label_map={255: -3}"],
+            "data.label_map: 255: -3: expected a class id (>= 0) or the ignore index 255, found -3",
+        ),
+        (["data.label_map={1.5: 1}"], "--set data.label_map: expected int, found 1.5"),
+        (["data.label_map=[255, 1]"], "--set data.label_map: expected a mapping, found [255, 1]"),
+    ],
+)
+def test_label_map_errors_name_the_key(overrides, message):
+    with pytest.raises(RecipeError) as error:
+        load_recipe(None, overrides)
+    assert message in str(error.value)
+
+
+def test_label_map_may_map_to_the_ignore_index_and_to_another_ignore_index():
+    assert load_recipe(None, ["data.num_labels=2", "data.label_map={7: 255}"]).data.label_map == {7: 255}
+    recipe = load_recipe(None, ["data.ignore_index=-100", "data.num_labels=2", "data.label_map={255: -100}"])
+    assert recipe.data.label_map == {255: -100}
+
+
+def test_resume_refuses_a_checkpoint_trained_with_another_label_map(tmp_path):
+    from segtune.errors import TrainingError
+    from segtune.train.checkpoints import check_same_recipe
+
+    load_recipe(None, ["data.num_labels=2", "data.label_map={255: 1}"]).save(tmp_path / "recipe.yaml")
+    check_same_recipe(tmp_path, load_recipe(None, ["data.num_labels=2", "data.label_map={255: 1}"]))
+    with pytest.raises(TrainingError, match=r"data.label_map: checkpoint \{255: 1\}, now None"):
+        check_same_recipe(tmp_path, load_recipe(None, ["data.num_labels=2"]))

@@ -1,8 +1,9 @@
-"""`data check`: validate a dataset before training (class histogram, every problem listed).
+"""`data check`: validate a dataset before training (class table, the diagnosis, every problem listed).
 
     segtune data check --recipe folder.yaml --set data.path=data/mine
 
-The check reads every mask of the recipe's train and eval splits (`segtune.data.check_dataset`).
+The check reads every mask of the recipe's train and eval splits (`segtune.data.check_dataset`) and diagnoses
+them as `data.check: full` does before training.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import sys
 from . import cli
 
 _CHECK = """\
-Read every image and mask of a recipe's train and eval splits once. Print the pixels per class,
-then every problem found: unpaired files, lossy or unreadable masks, size mismatches, values
-without a class. Exit status 1 when there is a problem.
+Read every image and mask of a recipe's train and eval splits once. Print the pixels, their share
+and the images of each class per split, the warnings (a class never in training or never evaluated,
+a split mostly ignored), then every problem found: unpaired files, lossy or unreadable masks, size
+mismatches, colour masks, 0/255 binary or scaled masks (with the recipe line that fixes them),
+values without a class. Exit status 1 when there is a problem.
 """
 
 

@@ -14,7 +14,7 @@
 | module                | concern                                                                |
 |-----------------------|------------------------------------------------------------------------|
 | sources/              | files or a Hub dataset -> DatasetDict of lazily decoded image / label  |
-| labels.py             | LabelSpec: names, palette, ignore index, reduce_labels / id mapping once |
+| labels.py             | LabelSpec: names, palette, ignore index, reduce_labels / id mapping / data.label_map once |
 | colors.py             | colour masks: colour -> class id, decoded in the worker (`data.colors`) |
 | decode.py             | reading one stored image or mask, errors naming the file               |
 | image_processor.py    | the SegformerImageProcessor (evaluation and inference preprocessing)   |
@@ -24,7 +24,9 @@
 | loaders.py            | collation and DataLoaders                                              |
 | carry.py              | a worker's DatasetError handed to the main process as data             |
 | preflight.py          | the check before the first step (`data.check`)                         |
-| check.py              | the dataset report of `segtune data check`: histogram and problems     |
+| mask_values.py        | what a split's masks hold (raw values, pixels, files), from a seeded sample |
+| diagnosis.py          | the label-contract mistakes recognised in them, with the line that fixes each |
+| check.py              | the dataset report of `segtune data check`: class table, diagnosis, problems |
 | class_pixels.py       | a split's pixels per class, counted once per data fingerprint, cached  |
 
 Only what a user of the library needs is exported here; the parts the loop assembles (datasets, collate

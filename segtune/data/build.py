@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -184,7 +184,8 @@ class SegmentationData:
     """Everything the loop needs from the data layer.
 
     `preprocess` turns a training batch (on its device) into `(pixel_values, labels)` for the model; move it
-    to the training device once, with `.to(device)`.
+    to the training device once, with `.to(device)`. `warnings` are the pre-flight check's (a class never in
+    training, a split mostly ignored ...), for the caller to print once the run is prepared.
     """
 
     train: TrainDataset
@@ -193,6 +194,7 @@ class SegmentationData:
     processor: SegformerImageProcessor
     skipped: SkipCounter
     preprocess: TrainBatchPreprocessor
+    warnings: list[str] = field(default_factory=list)
 
 
 def build_datasets(recipe: Recipe, show: Callable[[str], None] = print) -> SegmentationData:
@@ -213,8 +215,13 @@ def build_datasets(recipe: Recipe, show: Callable[[str], None] = print) -> Segme
     labels = label_spec(data, source)
     train = _limit(source.splits[data.train_split], data.max_train_samples, seed)
     evaluation = _limit(source.splits[data.eval_split], data.max_eval_samples, seed)
-    preflight(
-        {data.train_split: train, data.eval_split: evaluation}, labels, data.check, data.skip_invalid, source.name
+    warnings = preflight(
+        {data.train_split: train, data.eval_split: evaluation},
+        labels,
+        data.check,
+        data.skip_invalid,
+        source.name,
+        seed,
     )
     skipped = SkipCounter({data.train_split: len(train), data.eval_split: len(evaluation)}, source.skipped)
     skip = skipped if data.skip_invalid else None
@@ -226,6 +233,7 @@ def build_datasets(recipe: Recipe, show: Callable[[str], None] = print) -> Segme
         processor=processor,
         skipped=skipped,
         preprocess=TrainBatchPreprocessor(processor.image_mean, processor.image_std),
+        warnings=warnings,
     )
 
 

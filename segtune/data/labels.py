@@ -52,6 +52,12 @@ class LabelSpec:
             labels) instead of ignored: for maps that list every value a file may hold (COCO-Stuff's ids).
         colors: colour -> class id of colour (RGB/RGBA) masks, decoded when read (`decode.read_mask`); the
             ids they give are train ids, so they cannot be reduced or mapped again.
+        overrides: the recipe's `data.label_map`, raw value -> train id or `ignore_index`, for any source
+            ({255: 1} for binary masks whose foreground is 255). It acts on the values as stored in the files
+            read and wins over the contract above for the values it lists: `{0: 3}` on ADE20K makes raw 0
+            ("other") class 3 instead of ignored, `{6: 0}` on Cityscapes makes label id 6 (ground) train id 0
+            (road); the values it does not list keep the source's contract. It is the lookup table's last
+            entries, so it costs nothing per pixel.
     """
 
     id2label: dict[int, str]
@@ -61,6 +67,7 @@ class LabelSpec:
     label_map: Mapping[int, int] | None = field(default=None, compare=False)
     strict_label_map: bool = False
     colors: ColorTable | None = field(default=None, compare=False)
+    overrides: Mapping[int, int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         ids = sorted(self.id2label)
@@ -74,6 +81,7 @@ class LabelSpec:
             raise DatasetError(
                 "reduce_labels cannot be combined with a label_map (Cityscapes ids): labels would be mapped twice"
             )
+        self._check_overrides()
         if self.colors is not None:
             self._check_colors()
         if not self.palette:
@@ -82,12 +90,26 @@ class LabelSpec:
             raise DatasetError(f"palette: expected {len(ids)} colours, one per class, found {len(self.palette)}")
 
     def _check_colors(self) -> None:
-        if self.reduce_labels or self.label_map is not None:
+        if self.reduce_labels or self.label_map is not None or self.overrides:
             raise DatasetError(
                 f"{self.colors.origin}: colour masks give class ids directly; they cannot be combined with "
-                "reduce_labels or a label map (labels would be mapped twice)"
+                "reduce_labels, a label map or data.label_map (labels would be mapped twice; map a colour to another "
+                "class in the colours themselves)"
             )
         self.colors.check_ids(self.num_labels, self.ignore_index)
+
+    def _check_overrides(self) -> None:
+        """The recipe checks `data.label_map` against the classes it knows; the source's are only known here."""
+        n = len(self.id2label)
+        keys = [raw for raw in self.overrides or {} if not 0 <= raw < _LUT_SIZE]
+        if keys:
+            raise DatasetError(f"data.label_map: expected raw mask values 0..{_LUT_SIZE - 1} as keys, found {keys}")
+        bad = {raw: v for raw, v in (self.overrides or {}).items() if v != self.ignore_index and not 0 <= v < n}
+        if bad:
+            raise DatasetError(
+                f"data.label_map: expected class ids 0..{n - 1} or the ignore index {self.ignore_index} as values, "
+                f"found {bad}"
+            )
 
     @property
     def num_labels(self) -> int:
@@ -124,10 +146,18 @@ class LabelSpec:
             lut[self.ignore_index] = self.ignore_index
         if self.reduce_labels and self.ignore_index != 255:
             lut[255] = self.ignore_index  # the ADE20K files' own "unlabelled" value, as transformers reduces it
+        for raw, train_id in (self.overrides or {}).items():  # last: the recipe's word wins over the source's
+            lut[raw] = train_id
         return lut
 
     def valid_raw_values(self) -> str:
         """The raw mask values this spec accepts, in words (for error messages)."""
+        listed = (
+            f", or one of the values data.label_map lists: {_ranges(sorted(self.overrides))}" if self.overrides else ""
+        )
+        return self._contract_values() + listed
+
+    def _contract_values(self) -> str:
         n, ignore = self.num_labels, self.ignore_index
         if self.label_map is not None and self.strict_label_map:
             return f"one of the raw ids the label map lists: {_ranges(sorted(self.label_map))}"
@@ -165,6 +195,18 @@ class LabelSpec:
         Raises:
             DatasetError: a value is negative, or no train id exists for it; the message lists them.
         """
+        values, counts = self.raw_histogram(raw, where)
+        bad = values[self.lut[values] == _INVALID]
+        if bad.size:
+            self._raise_invalid(bad, where)
+        return values, counts
+
+    def raw_histogram(self, raw: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct raw values of a mask (each < 65536) and their pixels, whether or not they have a train id.
+
+        Raises:
+            DatasetError: a value is negative or >= 65536 (no lookup table entry), or the mask is not integer.
+        """
         if raw.dtype.kind not in "biu":
             raise DatasetError(f"{where}: mask has dtype {raw.dtype}; expected integer class ids")
         if raw.dtype.kind == "i" and raw.size and raw.min() < 0:
@@ -173,9 +215,6 @@ class LabelSpec:
             self._raise_invalid(np.unique(raw[raw >= _LUT_SIZE]), where)
         counts = np.bincount(raw.ravel())
         values = np.flatnonzero(counts)
-        bad = values[(values >= _LUT_SIZE) | (self.lut[np.minimum(values, _LUT_SIZE - 1)] == _INVALID)]
-        if bad.size:
-            self._raise_invalid(bad, where)
         return values, counts[values]
 
     def validate(self, raw: np.ndarray, where: str) -> None:
@@ -215,7 +254,7 @@ class LabelSpec:
 
     @cached_property
     def _identity(self) -> bool:
-        return self.label_map is None and not self.reduce_labels
+        return self.label_map is None and not self.reduce_labels and not self.overrides
 
     @cached_property
     def _lut_tensor(self) -> torch.Tensor:
@@ -238,13 +277,17 @@ class LabelSpec:
         np.add.at(histogram, slots, counts)
         return histogram
 
-    def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
+    def invalid_message(self, bad: np.ndarray, where: str) -> str:
+        """The problem of a mask `where` holding the raw values `bad`, which have no train id."""
         listed = listing(bad.tolist(), inline=True)
         if self.label_map is None:
             what = f"are outside [0, {self.num_labels}) and not the ignore index {self.ignore_index}"
         else:
             what = "are out of range: the label map has no train id for them"
-        raise DatasetError(f"{where}: mask values {listed} {what}; expected {self.valid_raw_values()}")
+        return f"{where}: mask values {listed} {what}; expected {self.valid_raw_values()}"
+
+    def _raise_invalid(self, bad: np.ndarray, where: str) -> None:
+        raise DatasetError(self.invalid_message(bad, where))
 
 
 def _ranges(values: list[int]) -> str:
@@ -361,7 +404,7 @@ def resolve_id2label(
 
 def label_spec(data: DataConfig, source: Source) -> LabelSpec:
     """The LabelSpec of a source under `data`'s overrides (names, num_labels, ignore index, reduce_labels,
-    colours). Colour masks' colours (`data.colors`, else the source's) become the palette, and give the class
+    colours, data.label_map). Colour masks' colours (`data.colors`, else the source's) become the palette, and give the class
     count (`class_0..`) when nothing else names the classes.
 
     Raises:
@@ -384,6 +427,7 @@ def label_spec(data: DataConfig, source: Source) -> LabelSpec:
         label_map=source.label_map,
         strict_label_map=source.strict_label_map,
         colors=colors,
+        overrides=data.label_map,
     )
 
 

@@ -127,6 +127,9 @@ class DataConfig:
     # colours of the source's id2label.json, if it has any.
     colors: dict[str, int] | None = None
     ignore_index: int = 255
+    # raw mask value -> class id or ignore_index, for any source: {255: 1} for 0/255 binary masks. A value it
+    # lists bypasses the source's own mapping (Cityscapes ids, reduce_labels); unlisted values keep it.
+    label_map: dict[int, int] | None = None
     skip_invalid: bool = False  # skip and count bad samples instead of stopping
     check: str = "quick"  # pre-flight check of every sample: quick (file headers) | full (+ mask values) | off
     max_train_samples: int | None = None
@@ -343,7 +346,7 @@ class Recipe:
         return _plain(dataclasses.asdict(self))
 
     def flat(self) -> dict[str, Any]:
-        """Every setting under its dotted key (`optim.lr`), `data.id2label` and `data.colors` kept as one mapping."""
+        """Every setting under its dotted key (`optim.lr`), the MAPPING_KEYS (`data.id2label`) each kept as one mapping."""
         return dict(dotted_items(self.to_dict()))
 
     def to_yaml(self) -> str:
@@ -354,11 +357,11 @@ class Recipe:
 
 
 # Keys whose value is a mapping, not a section.
-MAPPING_KEYS = {"data.id2label", "data.colors"}
+MAPPING_KEYS = {"data.id2label", "data.colors", "data.label_map"}
 
 
 def dotted_items(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """A nested mapping of sections as (dotted key, value) pairs, `MAPPING_KEYS` kept as one value each."""
+    """A nested mapping of sections as (dotted key, value) pairs, each of MAPPING_KEYS kept as one value."""
     items = []
     for key, value in values.items():
         dotted = f"{prefix}{key}"

@@ -147,6 +147,7 @@ def _check_data(r: Recipe) -> list[str]:
     return (
         problems
         + _check_colors(r)
+        + _check_label_map(d.label_map, d.num_labels or len(d.id2label or {}) or None, d.ignore_index)
         + _positive("data.num_labels", d.num_labels)
         + _positive("data.synthetic", (s.num_train, s.num_eval, s.image_size, s.num_classes))
         + _positive("data.num_workers", d.num_workers, allow_zero=True)
@@ -163,6 +164,32 @@ def _check_colors(r: Recipe) -> list[str]:
     problems = color_problems(d.colors.items(), num_labels, d.ignore_index, "data.colors")
     if d.reduce_labels:
         problems.append("data.colors: colours give class ids directly; expected data.reduce_labels: false, found true")
+    if d.label_map:
+        problems.append(
+            "data.colors: colours give class ids directly; expected no data.label_map (map a colour to another class "
+            f"in data.colors), found {d.label_map}"
+        )
+    return problems
+
+
+# Masks are 8- or 16-bit images: the raw values a label map can list.
+_MAX_RAW_VALUE = (1 << 16) - 1
+
+
+def _check_label_map(label_map: dict[int, int] | None, num_labels: int | None, ignore_index: int) -> list[str]:
+    """`data.label_map`'s keys are raw mask values, its values class ids (checked against `num_labels` when the
+    recipe knows it, else when the data loads) or the ignore index."""
+    problems = []
+    for raw, class_id in (label_map or {}).items():
+        if not 0 <= raw <= _MAX_RAW_VALUE:
+            problems.append(f"data.label_map: key {raw}: expected a raw mask value in 0..{_MAX_RAW_VALUE}, found {raw}")
+        classes = f"0..{num_labels - 1}" if num_labels is not None else ">= 0"
+        in_range = class_id >= 0 and (num_labels is None or class_id < num_labels)
+        if class_id != ignore_index and not in_range:
+            problems.append(
+                f"data.label_map: {raw}: {class_id}: expected a class id ({classes}) or the ignore index "
+                f"{ignore_index}, found {class_id}"
+            )
     return problems
 
 

@@ -338,7 +338,7 @@ def train(recipe: Recipe, resume: str | None = None, overwrite: bool = False) ->
     # passed: no warning comes before the error that stops a run.
     if run.length.conversion:
         accelerator.print(run.length.conversion)
-    for warning in recipe_warnings(recipe, accelerator.num_processes, run.length.max_steps):
+    for warning in recipe_warnings(recipe, accelerator.num_processes, run.length.max_steps) + run.data.warnings:
         logger.warning(warning)
     if accelerator.is_main_process:
         recipe.output_dir.mkdir(parents=True, exist_ok=True)
