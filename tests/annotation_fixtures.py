@@ -109,3 +109,35 @@ def make_roboflow(root: Path, count: int = 3) -> Path:
 def tiny_run(output_dir: Path, *overrides: str) -> list[str]:
     """TINY_RUN's overrides for a demo-recipe run on a source, writing to `output_dir`."""
     return [*TINY_RUN, f"train.output_dir={output_dir}", "train.max_steps=2", *overrides]
+
+
+def labelme_shape(label: str, points: list[list[float]], shape_type: str = "polygon") -> dict:
+    return {"label": label, "points": points, "shape_type": shape_type, "group_id": None, "flags": {}}
+
+
+def labelme_file(image_path: Path, shapes: list[dict]) -> Path:
+    """The LabelMe JSON of `image_path`, beside it, as LabelMe 5 writes it."""
+    document = {
+        "version": "5.4.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path.name,
+        "imageData": None,
+        "imageHeight": SIZE,
+        "imageWidth": SIZE,
+    }
+    return write_json(image_path.with_suffix(".json"), document)
+
+
+def make_labelme(root: Path, count: int = 4) -> Path:
+    """Images with a "road" rectangle (bottom half) and a "car" polygon (a triangle) in it, JSON beside each."""
+    for i in range(count):
+        path = image(root / f"sub{i % 2}" / f"shot_{i}.png", i)
+        labelme_file(
+            path,
+            [
+                labelme_shape("road", [[0, SIZE / 2], [SIZE, SIZE]], "rectangle"),
+                labelme_shape("car", [[8, 40], [40, 40], [8, 60]]),
+            ],
+        )
+    return root

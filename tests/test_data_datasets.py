@@ -57,7 +57,16 @@ def files(split: datasets.Dataset, column: str) -> list[str]:
 
 
 def test_recipe_validation_reads_the_registry():
-    assert set(sources.SOURCES) == {"synthetic", "folder", "cityscapes", "hub", "ade20k", "coco_stuff", "coco"}
+    assert set(sources.SOURCES) == {
+        "synthetic",
+        "folder",
+        "cityscapes",
+        "hub",
+        "ade20k",
+        "coco_stuff",
+        "coco",
+        "labelme",
+    }
     with pytest.raises(RecipeError, match=r"data.source: expected one of \[.*'coco_stuff', 'coco'.*\], found 'pascal'"):
         load_recipe(None, ["data.source=pascal"])
     for source in ("folder", "cityscapes", "hub"):  # no default path

@@ -52,6 +52,7 @@ DATA_SOURCES: dict[str, SourceSpec] = {
     "ade20k": SourceSpec(needs_path=True, default_path="data/ADEChallengeData2016"),
     "coco_stuff": SourceSpec(needs_path=True, default_path="data/coco_stuff164k"),
     "coco": SourceSpec(needs_path=True),
+    "labelme": SourceSpec(needs_path=True),
 }
 
 

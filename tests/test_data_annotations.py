@@ -1,0 +1,143 @@
+"""data.source labelme, yolo and voc: labelling-tool exports and Pascal VOC as image/mask pairs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from segtune.data.build import build_datasets
+from segtune.data.sources import labelme as labelme_module
+from segtune.data.sources import load_source
+from segtune.data.sources.base import undecoded
+from segtune.errors import DatasetError
+from segtune.recipe import load_recipe
+from segtune.train import train
+from tests.annotation_fixtures import SIZE, image, labelme_file, labelme_shape, make_labelme, tiny_run
+from tests.data_fixtures import isolated_datasets_cache, recipe  # noqa: F401 (fixture)
+
+
+def masks_by_image(source) -> dict[str, np.ndarray]:
+    """Image file name -> its mask, over every split."""
+    found = {}
+    for split in source.splits.values():
+        for row in undecoded(split):
+            found[row["image"]["path"].rsplit("/", 1)[-1]] = np.array(PIL.Image.open(row["label"]["path"]))
+    return found
+
+
+# --- LabelMe ------------------------------------------------------------------------------------------------
+
+
+def labelme_recipe(root, *overrides: str):
+    return recipe("data.source=labelme", f"data.path={root}", "data.val_ratio=0.5", *overrides)
+
+
+def test_labelme_rectangles_and_polygons_become_sorted_classes(tmp_path):
+    source = load_source(labelme_recipe(make_labelme(tmp_path)))
+    assert source.id2label == {0: "background", 1: "car", 2: "road"}
+    assert sum(len(s) for s in source.splits.values()) == 4
+    mask = masks_by_image(source)["shot_0.png"]
+    assert (mask[:32] == 0).all() and (mask[32:] > 0).all()
+    # the triangle (car) lies over the rectangle (road), whatever the order: smaller on top
+    assert mask[42, 10] == 1 and mask[34, 60] == 2
+    assert (mask == 1).sum() == pytest.approx(32 * 20 / 2, rel=0.06)  # a 320-pixel triangle: edge pixels count
+
+
+def test_labelme_names_from_the_recipe_and_background_labels(tmp_path):
+    path = image(tmp_path / "a.png")
+    labelme_file(
+        path,
+        [
+            labelme_shape("wall", [[0, 0], [64, 32]], "rectangle"),
+            labelme_shape("_background_", [[0, 0], [8, 0], [0, 8]]),
+        ],
+    )
+    labelme_file(image(tmp_path / "b.png"), [labelme_shape("door", [[0, 0], [64, 64]], "rectangle")])
+    source = load_source(labelme_recipe(tmp_path, "data.id2label={0: none, 1: door, 2: wall}"))
+    masks = masks_by_image(source)
+    assert source.id2label == {0: "none", 1: "door", 2: "wall"}
+    assert masks["a.png"][20, 20] == 2 and masks["a.png"][1, 1] == 0 and (masks["b.png"] == 1).all()
+
+
+def test_labelme_split_folders(tmp_path):
+    make_labelme(tmp_path / "train", count=3)
+    make_labelme(tmp_path / "val", count=2)
+    source = load_source(recipe("data.source=labelme", f"data.path={tmp_path}"))
+    assert len(source.splits["train"]) == 3 and len(source.splits["validation"]) == 2
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        (
+            labelme_shape("car", [[0, 0], [9, 9]]),
+            r"a\.json: shape 'car' \(polygon\): polygon with 2 points; a polygon needs at least 3",
+        ),
+        (
+            labelme_shape("car", [[5, 5], [20, 5]], "circle"),
+            r"a\.json: shape 'car' \(circle\): shape type 'circle' is not supported",
+        ),
+        (
+            labelme_shape("car", [[5, 5]], "rectangle"),
+            r"a\.json: shape 'car' \(rectangle\): a rectangle needs 2 corner points",
+        ),
+    ],
+)
+def test_labelme_shape_mistakes_name_the_file_and_shape(tmp_path, shape, message):
+    labelme_file(image(tmp_path / "a.png"), [shape])
+    with pytest.raises(DatasetError, match=message):
+        load_source(labelme_recipe(tmp_path))
+
+
+def test_labelme_unknown_label_and_missing_image_name_the_file(tmp_path):
+    make_labelme(tmp_path)
+    with pytest.raises(DatasetError, match=r"classes \['car'\] are not in data.id2label"):
+        load_source(labelme_recipe(tmp_path, "data.id2label={0: background, 1: road}"))
+    (tmp_path / "sub1" / "shot_3.png").unlink()
+    with pytest.raises(DatasetError, match=r"sub1/shot_3\.json: image 'shot_3\.png' not found beside it"):
+        load_source(labelme_recipe(tmp_path))
+
+
+def test_labelme_is_rasterised_once_until_a_file_changes(tmp_path, monkeypatch):
+    root = make_labelme(tmp_path, count=2)
+    painted = []
+    real_paint = labelme_module.paint
+    monkeypatch.setattr(
+        labelme_module, "paint", lambda *args, **kwargs: painted.append(1) or real_paint(*args, **kwargs)
+    )
+    load_source(labelme_recipe(root))
+    load_source(labelme_recipe(root))
+    assert len(painted) == 2
+    labelme_file(root / "sub0" / "shot_0.png", [labelme_shape("road", [[0, 0], [64, 64]], "rectangle")])
+    assert (masks_by_image(load_source(labelme_recipe(root)))["shot_0.png"] == 2).all()
+    assert len(painted) == 4
+
+
+def test_a_labelme_folder_trains_end_to_end(tmp_path):
+    root = make_labelme(tmp_path / "data")
+    out = tmp_path / "run"
+    train(load_recipe("demo.yaml", tiny_run(out, "data.source=labelme", f"data.path={root}", "data.val_ratio=0.5")))
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "background", "1": "car", "2": "road"}
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
+
+
+def test_a_labelme_mistake_stops_before_the_first_step(tmp_path):
+    root = make_labelme(tmp_path / "data")
+    labelme_file(image(root / "bad.png"), [labelme_shape("car", [[1, 1], [5, 5], [9, 1], [3, 3]], "linestrip")])
+    with pytest.raises(DatasetError, match=r"bad\.json: shape 'car' \(linestrip\): shape type 'linestrip'"):
+        train(
+            load_recipe(
+                "demo.yaml",
+                tiny_run(tmp_path / "run", "data.source=labelme", f"data.path={root}", "data.val_ratio=0.5"),
+            )
+        )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_labelme_build_reads_masks(tmp_path):
+    data = build_datasets(labelme_recipe(make_labelme(tmp_path)))
+    assert data.labels.id2label == {0: "background", 1: "car", 2: "road"}
+    assert set(data.eval[0]["labels"].unique().tolist()) == {0, 1, 2} and data.eval[0]["labels"].shape == (SIZE, SIZE)
