@@ -141,3 +141,26 @@ def make_labelme(root: Path, count: int = 4) -> Path:
             ],
         )
     return root
+
+
+def make_yolo(root: Path, count: int = 3, names_as_list: bool = False) -> Path:
+    """An Ultralytics segmentation dataset: data.yaml, images/{train,val}, labels/{train,val}; returns data.yaml.
+
+    Each image: class 0 ("cat") over the top half, class 1 ("dog") a triangle in the bottom half; the last
+    image of each split has no label file (background only).
+    """
+    names = ["cat", "dog"]
+    for split in ("train", "val"):
+        for i in range(count):
+            image(root / "images" / split / f"{split}_{i}.png", i + (50 if split == "val" else 0))
+            if i == count - 1:
+                continue
+            label = root / "labels" / split / f"{split}_{i}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("0 0 0 1 0 1 0.5 0 0.5\n1 0.125 0.625 0.625 0.625 0.125 0.9375\n")
+    listing = (
+        "\n".join(f"  - {n}" for n in names) if names_as_list else "\n".join(f"  {i}: {n}" for i, n in enumerate(names))
+    )
+    config = root / "data.yaml"
+    config.write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{listing}\n")
+    return config

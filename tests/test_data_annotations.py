@@ -11,11 +11,12 @@ import pytest
 from segtune.data.build import build_datasets
 from segtune.data.sources import labelme as labelme_module
 from segtune.data.sources import load_source
+from segtune.data.sources import yolo as yolo_module
 from segtune.data.sources.base import undecoded
 from segtune.errors import DatasetError
 from segtune.recipe import load_recipe
 from segtune.train import train
-from tests.annotation_fixtures import SIZE, image, labelme_file, labelme_shape, make_labelme, tiny_run
+from tests.annotation_fixtures import SIZE, image, labelme_file, labelme_shape, make_labelme, make_yolo, tiny_run
 from tests.data_fixtures import isolated_datasets_cache, recipe  # noqa: F401 (fixture)
 
 
@@ -141,3 +142,80 @@ def test_labelme_build_reads_masks(tmp_path):
     data = build_datasets(labelme_recipe(make_labelme(tmp_path)))
     assert data.labels.id2label == {0: "background", 1: "car", 2: "road"}
     assert set(data.eval[0]["labels"].unique().tolist()) == {0, 1, 2} and data.eval[0]["labels"].shape == (SIZE, SIZE)
+
+
+# --- YOLO ---------------------------------------------------------------------------------------------------
+
+
+def yolo_recipe(path, *overrides: str):
+    return recipe("data.source=yolo", f"data.path={path}", *overrides)
+
+
+@pytest.mark.parametrize("names_as_list", [False, True])
+def test_yolo_classes_shift_by_one_for_background(tmp_path, names_as_list):
+    config = make_yolo(tmp_path, names_as_list=names_as_list)
+    source = load_source(yolo_recipe(config))
+    assert source.id2label == {0: "background", 1: "cat", 2: "dog"}
+    assert len(source.splits["train"]) == 3 and len(source.splits["validation"]) == 3
+    masks = masks_by_image(source)
+    assert (masks["train_0.png"][:32] == 1).all()
+    triangle = masks["train_0.png"] == 2  # legs of 32 and 20 px from (8, 40): 320 px
+    assert triangle.sum() == pytest.approx(320, rel=0.05) and triangle[41, 9] and not triangle[:40].any()
+    assert (masks["val_2.png"] == 0).all()  # no label file: background
+
+
+def test_yolo_folder_path_and_roboflow_relative_entries(tmp_path):
+    config = make_yolo(tmp_path)
+    config.write_text(config.read_text().replace("path: .\n", "").replace("images/", "../images/"))
+    source = load_source(yolo_recipe(tmp_path))
+    assert len(source.splits["train"]) == 3
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("0 0.1 0.1 0.5 0.5", r"train_0\.txt, line 1: polygon with 2 points; a polygon needs at least 3"),
+        ("2 0 0 1 0 1 1", r"train_0\.txt, line 1: class 2 is outside names \(0\.\.1\)"),
+        ("cat 0 0 1 0 1 1", r"train_0\.txt, line 1: expected `class x1 y1 x2 y2 \.\.\.` numbers"),
+    ],
+)
+def test_yolo_label_mistakes_name_the_file_and_line(tmp_path, line, message):
+    config = make_yolo(tmp_path)
+    (tmp_path / "labels" / "train" / "train_0.txt").write_text(line + "\n")
+    with pytest.raises(DatasetError, match=message):
+        load_source(yolo_recipe(config))
+
+
+def test_yolo_missing_image_and_folder_are_named(tmp_path):
+    config = make_yolo(tmp_path)
+    (tmp_path / "val.txt").write_text("images/val/val_0.png\nimages/val/gone.png\n")
+    config.write_text(config.read_text().replace("val: images/val", "val: val.txt"))
+    with pytest.raises(DatasetError, match=r"val\.txt: image 'images/val/gone\.png' listed but missing"):
+        load_source(yolo_recipe(config))
+    assert len(load_source(yolo_recipe(config, "data.skip_invalid=true")).splits["validation"]) == 1
+    config.write_text(config.read_text().replace("val: val.txt", "val: images/nowhere"))
+    with pytest.raises(DatasetError, match=r"data\.yaml: val folder 'images/nowhere' not found"):
+        load_source(yolo_recipe(config))
+    with pytest.raises(DatasetError, match="YOLO data.yaml not found"):
+        load_source(yolo_recipe(tmp_path / "images"))
+
+
+def test_yolo_is_rasterised_once_until_a_label_changes(tmp_path, monkeypatch):
+    config = make_yolo(tmp_path, count=2)
+    painted = []
+    real_paint = yolo_module.paint
+    monkeypatch.setattr(yolo_module, "paint", lambda *args, **kwargs: painted.append(1) or real_paint(*args, **kwargs))
+    load_source(yolo_recipe(config))
+    load_source(yolo_recipe(config))
+    assert len(painted) == 4
+    (tmp_path / "labels" / "train" / "train_0.txt").write_text("1 0 0 1 0 1 1 0 1\n")
+    assert (masks_by_image(load_source(yolo_recipe(config)))["train_0.png"] == 2).all()
+    assert len(painted) == 8
+
+
+def test_a_yolo_dataset_trains_end_to_end(tmp_path):
+    config = make_yolo(tmp_path / "data")
+    out = tmp_path / "run"
+    train(load_recipe("demo.yaml", tiny_run(out, "data.source=yolo", f"data.path={config}")))
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "background", "1": "cat", "2": "dog"}
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2

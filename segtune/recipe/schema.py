@@ -53,6 +53,7 @@ DATA_SOURCES: dict[str, SourceSpec] = {
     "coco_stuff": SourceSpec(needs_path=True, default_path="data/coco_stuff164k"),
     "coco": SourceSpec(needs_path=True),
     "labelme": SourceSpec(needs_path=True),
+    "yolo": SourceSpec(needs_path=True),
 }
 
 

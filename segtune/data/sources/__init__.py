@@ -10,6 +10,7 @@
 | coco_stuff  | COCO-Stuff-164k: images/ + stuffthingmaps or *_labelTrainIds masks | coco_stuff.py |
 | coco        | COCO JSON polygons / RLE (CVAT, Label Studio, Roboflow), rasterised | coco.py       |
 | labelme     | images with LabelMe .json beside them, rasterised                  | labelme.py    |
+| yolo        | Ultralytics segmentation: data.yaml + labels/**.txt, rasterised     | yolo.py       |
 
 `SOURCES` maps each `data.source` to its loader; the names, and which sources need a `data.path` and
 read a default one, are the recipe's (`segtune.recipe.DATA_SOURCES`), and the layering tests keep the two
@@ -43,6 +44,7 @@ SOURCES: dict[str, str] = {
     "coco_stuff": "coco_stuff:load_coco_stuff",
     "coco": "coco:load_coco",
     "labelme": "labelme:load_labelme",
+    "yolo": "yolo:load_yolo",
 }
 
 
