@@ -164,3 +164,28 @@ def make_yolo(root: Path, count: int = 3, names_as_list: bool = False) -> Path:
     config = root / "data.yaml"
     config.write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{listing}\n")
     return config
+
+
+def make_voc(root: Path, per_split: int = 3) -> Path:
+    """VOCdevkit/VOC2012 as the tar unpacks: JPEG images, palette masks (a class band with a 255 outline), lists."""
+    import PIL.Image
+
+    from segtune.data.labels import default_palette
+
+    voc = root / "VOCdevkit" / "VOC2012"
+    palette = [c for colour in default_palette(256) for c in colour]
+    for split in ("train", "val"):
+        names = [f"2007_{split}_{i:03d}" for i in range(per_split)]
+        for i, name in enumerate(names):
+            save(voc / "JPEGImages" / f"{name}.jpg", np.full((SIZE, SIZE, 3), 40 * i, np.uint8))
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            mask[16:48, 16:48] = 15 + i  # person, pottedplant, sheep
+            mask[15, 15:49] = 255  # the boundary VOC draws around objects
+            indexed = PIL.Image.fromarray(mask, mode="P")
+            indexed.putpalette(palette)
+            (voc / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+            indexed.save(voc / "SegmentationClass" / f"{name}.png")
+        lists = voc / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True, exist_ok=True)
+        (lists / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    return root

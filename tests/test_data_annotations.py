@@ -16,7 +16,16 @@ from segtune.data.sources.base import undecoded
 from segtune.errors import DatasetError
 from segtune.recipe import load_recipe
 from segtune.train import train
-from tests.annotation_fixtures import SIZE, image, labelme_file, labelme_shape, make_labelme, make_yolo, tiny_run
+from tests.annotation_fixtures import (
+    SIZE,
+    image,
+    labelme_file,
+    labelme_shape,
+    make_labelme,
+    make_voc,
+    make_yolo,
+    tiny_run,
+)
 from tests.data_fixtures import isolated_datasets_cache, recipe  # noqa: F401 (fixture)
 
 
@@ -218,4 +227,62 @@ def test_a_yolo_dataset_trains_end_to_end(tmp_path):
     out = tmp_path / "run"
     train(load_recipe("demo.yaml", tiny_run(out, "data.source=yolo", f"data.path={config}")))
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "background", "1": "cat", "2": "dog"}
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
+
+
+# --- Pascal VOC ---------------------------------------------------------------------------------------------
+
+
+def voc_recipe(path, *overrides: str):
+    return recipe("data.source=voc", f"data.path={path}", *overrides)
+
+
+@pytest.mark.parametrize("where", ["", "VOCdevkit", "VOCdevkit/VOC2012"])
+def test_voc_palette_indices_are_classes_and_boundaries_are_ignored(tmp_path, where):
+    make_voc(tmp_path)
+    data = build_datasets(voc_recipe(tmp_path / where, "data.eval_split=val", "data.check=full"))
+    assert (
+        data.labels.num_labels == 21 and data.labels.id2label[15] == "person" and data.labels.palette[1] == (128, 0, 0)
+    )
+    assert len(data.train) == 3 and len(data.eval) == 3
+    labels = data.eval[1]["labels"]
+    assert labels[20, 20] == 16 and labels[15, 20] == 255 and labels[0, 0] == 0
+
+
+def test_voc_with_another_ignore_index_maps_the_boundary_to_it(tmp_path):
+    make_voc(tmp_path)
+    data = build_datasets(voc_recipe(tmp_path, "data.ignore_index=-100"))  # validation -> val.txt
+    labels = data.eval[0]["labels"]
+    assert labels[15, 20] == -100 and labels[20, 20] == 15
+
+
+def test_voc_mistakes_are_named(tmp_path):
+    with pytest.raises(DatasetError, match="Pascal VOC 2012 folder .* not found. Download http://host.robots.ox.ac.uk"):
+        load_source(voc_recipe(tmp_path))
+    make_voc(tmp_path)
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages" / "2007_val_001.jpg").unlink()
+    with pytest.raises(
+        DatasetError, match=r"val\.txt, line 2: '2007_val_001' lists JPEGImages/2007_val_001\.jpg, not found"
+    ):
+        load_source(voc_recipe(tmp_path))
+    with pytest.raises(DatasetError, match=r"aug\.txt: split 'aug' has no list file; found \['train', 'val'\]"):
+        load_source(voc_recipe(tmp_path, "data.train_split=aug"))
+
+
+def test_the_voc_recipe_is_mmsegs_schedule_with_the_papers_optimiser():
+    voc = load_recipe("voc.yaml")
+    assert (voc.data.source, voc.data.path, voc.data.eval_split) == ("voc", "data/VOCdevkit/VOC2012", "val")
+    assert (
+        voc.augment.crop_size == (512, 512) and voc.train.max_steps == 20_000 and voc.train.reference_batch_size == 16
+    )
+    assert (voc.optim.lr, voc.optim.head_lr_mult, voc.optim.weight_decay) == (6e-5, 10.0, 0.01)
+
+
+def test_voc_trains_end_to_end(tmp_path):
+    make_voc(tmp_path / "data")
+    out = tmp_path / "run"
+    train(load_recipe("demo.yaml", tiny_run(out, "data.source=voc", f"data.path={tmp_path / 'data'}")))
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["id2label"]) == 21 and config["id2label"]["20"] == "tvmonitor"
     assert json.loads((out / "metrics.json").read_text())["step"] == 2

@@ -67,6 +67,7 @@ def test_recipe_validation_reads_the_registry():
         "coco",
         "labelme",
         "yolo",
+        "voc",
     }
     with pytest.raises(RecipeError, match=r"data.source: expected one of \[.*'coco_stuff', 'coco'.*\], found 'pascal'"):
         load_recipe(None, ["data.source=pascal"])

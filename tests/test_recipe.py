@@ -18,7 +18,7 @@ from segtune.recipe import (
     recipe_warnings,
 )
 
-SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
+SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml", "voc.yaml"]
 
 
 def test_every_shipped_recipe_is_found_and_valid():

@@ -54,6 +54,7 @@ DATA_SOURCES: dict[str, SourceSpec] = {
     "coco": SourceSpec(needs_path=True),
     "labelme": SourceSpec(needs_path=True),
     "yolo": SourceSpec(needs_path=True),
+    "voc": SourceSpec(needs_path=True, default_path="data/VOCdevkit/VOC2012"),
 }
 
 
@@ -109,9 +110,7 @@ class SyntheticConfig:
 class DataConfig:
     """Where samples come from and what their labels mean."""
 
-    source: str = (
-        "synthetic"  # one of DATA_SOURCES: synthetic | folder | cityscapes | hub | ade20k | coco_stuff | coco | ...
-    )
+    source: str = "synthetic"  # one of DATA_SOURCES (synthetic, folder, cityscapes, hub, ade20k, coco_stuff, coco, ...)
     path: str | None = (
         None  # dataset folder, Hub dataset name, or save_to_disk / parquet path; None: the source's default
     )

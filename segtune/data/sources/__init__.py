@@ -11,6 +11,7 @@
 | coco        | COCO JSON polygons / RLE (CVAT, Label Studio, Roboflow), rasterised | coco.py       |
 | labelme     | images with LabelMe .json beside them, rasterised                  | labelme.py    |
 | yolo        | Ultralytics segmentation: data.yaml + labels/**.txt, rasterised     | yolo.py       |
+| voc         | Pascal VOC 2012: ImageSets/Segmentation lists, palette PNG masks   | voc.py        |
 
 `SOURCES` maps each `data.source` to its loader; the names, and which sources need a `data.path` and
 read a default one, are the recipe's (`segtune.recipe.DATA_SOURCES`), and the layering tests keep the two
@@ -45,6 +46,7 @@ SOURCES: dict[str, str] = {
     "coco": "coco:load_coco",
     "labelme": "labelme:load_labelme",
     "yolo": "yolo:load_yolo",
+    "voc": "voc:load_voc",
 }
 
 
