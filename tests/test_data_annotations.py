@@ -286,3 +286,11 @@ def test_voc_trains_end_to_end(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert len(config["id2label"]) == 21 and config["id2label"]["20"] == "tvmonitor"
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
+
+
+def test_a_yolo_mistake_stops_before_the_first_step(tmp_path):
+    config = make_yolo(tmp_path / "data")
+    (tmp_path / "data" / "labels" / "val" / "val_1.txt").write_text("0 0 0 1 0 1 1\n5 0 0 1 0 1 1\n")
+    with pytest.raises(DatasetError, match=r"val_1\.txt, line 2: class 5 is outside names"):
+        train(load_recipe("demo.yaml", tiny_run(tmp_path / "run", "data.source=yolo", f"data.path={config}")))
+    assert not (tmp_path / "run" / "checkpoints").exists()

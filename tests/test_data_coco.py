@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
+import datasets
 import numpy as np
 import PIL.Image
 import pytest
@@ -223,13 +225,39 @@ def test_a_second_build_reads_the_cache_and_an_edited_file_rasterises_again(tmp_
     assert len(painted) == 6
 
 
+def test_a_failed_rasterisation_caches_nothing(tmp_path):
+    cache = Path(datasets.config.HF_DATASETS_CACHE) / "segtune_masks"  # isolated per test (autouse fixture)
+    image(tmp_path / "a.png")
+    image(tmp_path / "b.png")
+    bad = coco_document(["a.png", "b.png"], {2: [{"category_id": 3, "segmentation": [[1, 1, 9, 9]]}]})
+    write_json(tmp_path / "x.json", bad)
+    with pytest.raises(DatasetError, match="polygon with 2 points"):
+        load_source(coco_recipe(tmp_path / "x.json", "data.val_ratio=0.5"))
+    assert not list(cache.iterdir())  # no staging folder left behind
+    write_json(tmp_path / "x.json", coco_document(["a.png", "b.png"]))
+    source = load_source(coco_recipe(tmp_path / "x.json", "data.val_ratio=0.5"))
+    assert [p.name.startswith("coco-") for p in cache.iterdir()] == [True]
+    assert (masks_by_image(source)["b.png"][:32] == 1).all()
+
+
 # --- end to end ---------------------------------------------------------------------------------------------
 
 
-def test_a_coco_export_trains_end_to_end(tmp_path):
-    root = make_roboflow(tmp_path / "export", count=2)
+@pytest.mark.parametrize(
+    "make, path, overrides",
+    [
+        (make_coco_file, "export.json", ["data.val_ratio=0.5"]),
+        (make_cvat, "", ["data.val_ratio=0.5"]),
+        (make_label_studio, "", ["data.val_ratio=0.5"]),
+        (make_roboflow, "", []),
+    ],
+    ids=["json", "cvat", "label_studio", "roboflow"],
+)
+def test_each_coco_layout_trains_end_to_end(tmp_path, make, path, overrides):
+    make(tmp_path / "export")
     out = tmp_path / "run"
-    train(load_recipe("demo.yaml", tiny_run(out, "data.source=coco", f"data.path={root}")))
+    data_path = tmp_path / "export" / path
+    train(load_recipe("demo.yaml", tiny_run(out, "data.source=coco", f"data.path={data_path}", *overrides)))
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "background", "1": "cat", "2": "dog"}
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
