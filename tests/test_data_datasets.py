@@ -57,9 +57,20 @@ def files(split: datasets.Dataset, column: str) -> list[str]:
 
 
 def test_recipe_validation_reads_the_registry():
-    assert set(sources.SOURCES) == {"synthetic", "folder", "cityscapes", "hub", "ade20k", "coco_stuff"}
-    with pytest.raises(RecipeError, match=r"data.source: expected one of \[.*'coco_stuff'\], found 'voc'"):
-        load_recipe(None, ["data.source=voc"])
+    assert set(sources.SOURCES) == {
+        "synthetic",
+        "folder",
+        "cityscapes",
+        "hub",
+        "ade20k",
+        "coco_stuff",
+        "coco",
+        "labelme",
+        "yolo",
+        "voc",
+    }
+    with pytest.raises(RecipeError, match=r"data.source: expected one of \[.*'coco_stuff', 'coco'.*\], found 'pascal'"):
+        load_recipe(None, ["data.source=pascal"])
     for source in ("folder", "cityscapes", "hub"):  # no default path
         with pytest.raises(RecipeError, match=rf"data.path: expected a path .* for data.source='{source}'"):
             load_recipe(None, [f"data.source={source}"])

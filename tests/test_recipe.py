@@ -18,7 +18,7 @@ from segtune.recipe import (
     recipe_warnings,
 )
 
-SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml"]
+SHIPPED = ["ade20k.yaml", "cityscapes.yaml", "coco_stuff.yaml", "demo.yaml", "folder.yaml", "sidewalk.yaml", "voc.yaml"]
 
 
 def test_every_shipped_recipe_is_found_and_valid():
@@ -85,7 +85,10 @@ def test_dotted_overrides_are_typed():
         ("train.mixed_precision=fp8", r"train.mixed_precision: expected one of"),
         ("hub.push=true", r"hub.repo_id: expected a repo id"),
         ("model.variant=mit-b9", r"model.variant: expected one of \['mit-b0', .*'mit-b5'\], found 'mit-b9'"),
-        ("data.source=voc", r"data.source: expected one of \['synthetic', .*'coco_stuff'\], found 'voc'"),
+        (
+            "data.source=pascal",
+            r"data.source: expected one of \['synthetic', .*'coco_stuff', 'coco'.*\], found 'pascal'",
+        ),
         # a run's length: steps or epochs, not both (the recipe file sets max_steps)
         ("train.num_train_epochs=3", r"unknown key 'train.num_train_epochs'; did you mean 'train.max_epochs'\?"),
         (

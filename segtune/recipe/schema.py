@@ -51,6 +51,10 @@ DATA_SOURCES: dict[str, SourceSpec] = {
     "hub": SourceSpec(needs_path=True),
     "ade20k": SourceSpec(needs_path=True, default_path="data/ADEChallengeData2016"),
     "coco_stuff": SourceSpec(needs_path=True, default_path="data/coco_stuff164k"),
+    "coco": SourceSpec(needs_path=True),
+    "labelme": SourceSpec(needs_path=True),
+    "yolo": SourceSpec(needs_path=True),
+    "voc": SourceSpec(needs_path=True, default_path="data/VOCdevkit/VOC2012"),
 }
 
 
@@ -106,7 +110,7 @@ class SyntheticConfig:
 class DataConfig:
     """Where samples come from and what their labels mean."""
 
-    source: str = "synthetic"  # one of DATA_SOURCES: synthetic | folder | cityscapes | hub | ade20k | coco_stuff
+    source: str = "synthetic"  # one of DATA_SOURCES (synthetic, folder, cityscapes, hub, ade20k, coco_stuff, coco, ...)
     path: str | None = (
         None  # dataset folder, Hub dataset name, or save_to_disk / parquet path; None: the source's default
     )

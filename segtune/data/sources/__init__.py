@@ -8,6 +8,10 @@
 | hub         | `datasets.load_dataset` / `load_from_disk` / parquet               | hub.py        |
 | ade20k      | the official ADEChallengeData2016 folder (or a Parquet copy)       | ade20k.py     |
 | coco_stuff  | COCO-Stuff-164k: images/ + stuffthingmaps or *_labelTrainIds masks | coco_stuff.py |
+| coco        | COCO JSON polygons / RLE (CVAT, Label Studio, Roboflow), rasterised | coco.py       |
+| labelme     | images with LabelMe .json beside them, rasterised                  | labelme.py    |
+| yolo        | Ultralytics segmentation: data.yaml + labels/**.txt, rasterised     | yolo.py       |
+| voc         | Pascal VOC 2012: ImageSets/Segmentation lists, palette PNG masks   | voc.py        |
 
 `SOURCES` maps each `data.source` to its loader; the names, and which sources need a `data.path` and
 read a default one, are the recipe's (`segtune.recipe.DATA_SOURCES`), and the layering tests keep the two
@@ -39,6 +43,10 @@ SOURCES: dict[str, str] = {
     "hub": "hub:load_hub",
     "ade20k": "ade20k:load_ade20k",
     "coco_stuff": "coco_stuff:load_coco_stuff",
+    "coco": "coco:load_coco",
+    "labelme": "labelme:load_labelme",
+    "yolo": "yolo:load_yolo",
+    "voc": "voc:load_voc",
 }
 
 
