@@ -109,6 +109,7 @@ def test_polygons_rle_crowd_and_overlaps_become_class_ids(tmp_path):
     write_json(tmp_path / "export.json", coco_document(["a0.png", "a1.png"], {1: annotations}))
     source = load_source(coco_recipe(tmp_path / "export.json", "data.val_ratio=0.5"))
     assert source.id2label == {0: "background", 1: "cat", 2: "dog"}
+    assert "held out 1 of 2 images, stratified" in source.split_summary  # as every source without an eval split
     mask = masks_by_image(source)["a0.png"]
     assert (mask[8:16, 8:16] == 2).all() and (mask[0:8] == 1).all()
     assert (mask[40:48] == 2).all() and (mask[56:, 56:] == 1).all()

@@ -15,7 +15,7 @@ from segtune.data import build_datasets, make_loader
 from segtune.data.carry import raise_carried_error
 from segtune.data.class_pixels import class_pixels
 from segtune.data.colors import ColorTable
-from segtune.data.labels import read_id2label, read_label_colors
+from segtune.data.labels import LabelSpec, read_id2label, read_label_colors
 from segtune.errors import DatasetError, RecipeError
 from segtune.recipe import load_recipe
 from segtune.recipe.colors import parse_color
@@ -121,6 +121,14 @@ def test_colours_may_map_to_the_ignore_index_and_cannot_be_reduced_again():
         load_recipe(None, ["data.reduce_labels=true", 'data.colors={"#000000": 0}'])
 
 
+def test_colours_cannot_be_mapped_again_by_a_label_map():
+    with pytest.raises(RecipeError, match=r"data.colors: colours give class ids directly; expected no data.label_map"):
+        load_recipe(None, ["data.num_labels=3", 'data.colors={"#000000": 0}', "data.label_map={255: 1}"])
+    colours = ColorTable({(1, 2, 3): 0, (4, 5, 6): 1}, "id2label.json")  # colours from the dataset's own file
+    with pytest.raises(DatasetError, match=r"id2label.json: colour masks give class ids directly.*data.label_map"):
+        LabelSpec(id2label={0: "a", 1: "b"}, colors=colours, overrides={255: 1})
+
+
 def test_ignored_colour_and_class_ids_beyond_the_colours(tmp_path):
     colour_folder(tmp_path, colours=((255, 255, 255), (200, 10, 90), (0, 255, 127)))
     data = build_datasets(
@@ -144,15 +152,16 @@ def test_an_unlisted_colour_names_the_file_the_colour_and_its_pixels(tmp_path):
     mask[0, :5] = (171, 171, 171)
     mask[1, :2] = (1, 2, 3)
     save(root / "val" / "masks" / "s1.png", mask)
-    data = build_datasets(colour_recipe(root, "data.check=quick"))
+    data = build_datasets(colour_recipe(root, "data.check=off"))
     batches = list(make_loader(data.eval, batch_size=1, num_workers=1))  # read in a worker, carried as data
     with pytest.raises(DatasetError) as raised:
         raise_carried_error(batches[1])
     message = str(raised.value)
     assert "val/masks/s1.png" in message and "mask colours not in data.colors" in message
     assert "#ababab (5 pixels), #010203 (2 pixels)" in message
-    with pytest.raises(DatasetError, match=r"(?s)1 problem.*s1\.png.*#ababab \(5 pixels\)"):
-        build_datasets(colour_recipe(root, "data.check=full"))  # the pre-flight check decodes the same way
+    for level in ("quick", "full"):  # the pre-flight check decodes the same way (quick: every mask of a small split)
+        with pytest.raises(DatasetError, match=r"(?s)1 problem.*s1\.png.*#ababab \(5 pixels\)"):
+            build_datasets(colour_recipe(root, f"data.check={level}"))
 
 
 def test_a_hub_dataset_of_colour_masks_decodes_them_too(tmp_path):

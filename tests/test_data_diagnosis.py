@@ -210,7 +210,11 @@ def test_quick_decodes_every_mask_up_to_500_and_a_seeded_300_beyond():
 def test_quick_decodes_the_sampled_masks_only(monkeypatch):
     decoded = []
     read_mask = preflight.read_mask
-    monkeypatch.setattr(preflight, "read_mask", lambda value, where: decoded.append(where) or read_mask(value, where))
+    monkeypatch.setattr(
+        preflight,
+        "read_mask",
+        lambda value, where, colors=None: decoded.append(where) or read_mask(value, where, colors),
+    )
     r = recipe(
         "data.synthetic.num_train=501",
         "data.synthetic.num_eval=3",

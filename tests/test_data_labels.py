@@ -35,6 +35,15 @@ def test_label_map_maps_listed_ids_and_ignores_the_rest():
     assert labels.encode(raw, "m.png").tolist() == [[0, 2, 1, 255, 255, 255]]
 
 
+@pytest.mark.parametrize("ignore_index", [-1, -100])
+def test_a_negative_ignore_index_is_not_mistaken_for_an_invalid_value(ignore_index):
+    """Unlisted ids under a label map, and the values a recipe maps to the ignore index, are ignored, not invalid."""
+    raw = np.array([[7, 26, 0, 200, 255]], dtype=np.uint8)
+    labels = spec(label_map={7: 0, 26: 2}, ignore_index=ignore_index, overrides={255: ignore_index})
+    assert labels.encode(raw, "m.png").tolist() == [[0, 2, ignore_index, ignore_index, ignore_index]]
+    assert labels.class_counts(raw, "m.png").tolist() == [1, 0, 1, 3]
+
+
 def test_sixteen_bit_masks_are_class_ids():
     raw = np.array([[0, 1, 2, 255]], dtype=np.uint16)
     assert spec().encode(raw, "m.png").tolist() == [[0, 1, 2, 255]]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MAX_LISTED, listing
-from .labels import LabelSpec
+from .labels import INVALID, LabelSpec
 from .mask_values import MaskValues
 
 # More than this share of a split's pixels ignored is warned about.
@@ -105,7 +105,7 @@ def _binary_foreground(values: Mapping[str, MaskValues], labels: LabelSpec) -> s
 def _scaled_ids(values: Mapping[str, MaskValues], labels: LabelSpec) -> str | None:
     """Values without a class that are all multiples of a step k > 1 with max / k < num_labels."""
     present = _present(values)
-    invalid = present[labels.lut[present] < 0]
+    invalid = present[labels.lut[present] == INVALID]
     if not invalid.size or not _plain(labels):
         return None
     nonzero = [int(v) for v in present if v]

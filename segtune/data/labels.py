@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 # Raw masks are 8- or 16-bit images, so one lookup table over every 16-bit value maps any of them.
 _LUT_SIZE = 1 << 16
-_INVALID = -1
+# A raw value without a train id. Not -1: that (like -100) is a common ignore index, and ignored values are valid.
+INVALID = int(np.iinfo(np.int64).min)
 
 
 @dataclass(frozen=True)
@@ -130,10 +131,10 @@ class LabelSpec:
     @cached_property
     def lut(self) -> np.ndarray:
         """Raw value -> train id for every 16-bit value; -1 where a raw value is invalid."""
-        lut = np.full(_LUT_SIZE, _INVALID, dtype=np.int64)
+        lut = np.full(_LUT_SIZE, INVALID, dtype=np.int64)
         n = self.num_labels
         if self.label_map is not None:
-            lut[:] = _INVALID if self.strict_label_map else self.ignore_index
+            lut[:] = INVALID if self.strict_label_map else self.ignore_index
             for raw, train_id in self.label_map.items():
                 if 0 <= raw < _LUT_SIZE:
                     lut[raw] = train_id if 0 <= train_id < n else self.ignore_index
@@ -170,7 +171,7 @@ class LabelSpec:
     @cached_property
     def _byte_check(self) -> tuple[int, tuple[int, ...]]:
         """For 8-bit masks: (T, allowed) such that a value is invalid iff it is >= T and not in `allowed`."""
-        valid = self.lut[:256] != _INVALID
+        valid = self.lut[:256] != INVALID
         invalid = np.flatnonzero(~valid)
         first = int(invalid[0]) if invalid.size else 256
         return first, tuple(int(v) for v in np.flatnonzero(valid[first:]) + first)
@@ -196,7 +197,7 @@ class LabelSpec:
             DatasetError: a value is negative, or no train id exists for it; the message lists them.
         """
         values, counts = self.raw_histogram(raw, where)
-        bad = values[self.lut[values] == _INVALID]
+        bad = values[self.lut[values] == INVALID]
         if bad.size:
             self._raise_invalid(bad, where)
         return values, counts
@@ -262,7 +263,7 @@ class LabelSpec:
 
     @cached_property
     def _byte_lut(self) -> np.ndarray:
-        return np.where(self.lut[:256] == _INVALID, 0, self.lut[:256]).astype(np.uint8)
+        return np.where(self.lut[:256] == INVALID, 0, self.lut[:256]).astype(np.uint8)
 
     def class_counts(self, raw: np.ndarray, where: str) -> np.ndarray:
         """Pixels per train id, then ignored pixels last: shape (num_labels + 1,).

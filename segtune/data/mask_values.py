@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 
 from .decode import _payload, _read_bytes
-from .labels import LabelSpec
+from .labels import INVALID, LabelSpec
 
 # A split of up to SAMPLE_ALL masks is read whole; a larger one through a seeded sample of SAMPLE_SIZE. The
 # mistakes the diagnosis stops on (scaled ids, 0/255 binary masks, colour masks) are in every mask, so any one
@@ -85,7 +85,7 @@ class MaskValues:
             if len(files) < _EXAMPLES:
                 files.append(mask_name)
         ids = self.labels.lut[values]
-        bad = values[ids < 0]
+        bad = values[ids == INVALID]
         if bad.size:  # an invalid sample: in the diagnosis, but not in the class tallies (training skips it)
             self.problems.append((f"{where}: {self.labels.invalid_message(bad, mask_name)}", True))
             return

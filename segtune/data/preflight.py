@@ -111,7 +111,9 @@ def inspect(
             else:
                 check_sample(row, labels, "quick", decode_images)
         except DatasetError as error:
-            if not (chosen[index] and values.add_colour_mask(row[LABEL], describe(row[LABEL], "mask"))):
+            # With data.colors, a colour mask's error is an unlisted colour, named as such: no diagnosis needed.
+            colour_mask = chosen[index] and labels.colors is None
+            if not (colour_mask and values.add_colour_mask(row[LABEL], describe(row[LABEL], "mask"))):
                 values.problems.append((f"{where}: {error}", False))
         if progress is not None:
             progress(index + 1)

@@ -57,7 +57,7 @@ def load_coco(data: DataConfig, seed: int) -> Source:
     for split, path in files.items():
         listed[split], found = _split_pairs(path, documents[split], ids, data.ignore_index)
         problems += found
-    return export_source(listed, data, seed, root, export_id2label(by_name, data.id2label), problems)
+    return export_source(listed, data, root, export_id2label(by_name, data.id2label), problems)
 
 
 def _annotation_files(root: Path, data: DataConfig) -> dict[str, Path]:

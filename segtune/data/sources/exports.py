@@ -14,10 +14,10 @@ import datasets
 
 from ...errors import DatasetError, listing
 from ...recipe import DataConfig
-from .base import Source, paired_dataset, report_problems, require_nonempty, seeded_split
+from .base import Source, paired_dataset, report_problems, require_nonempty
 
 BACKGROUND = "background"
-ALL = "all"  # the one listing of an export without splits, split by data.val_ratio
+ALL = "all"  # the one listing of an export without splits: the pool load_source splits by data.val_ratio
 EVAL_NAMES = ("valid", "val", "validation")  # eval split folders, as tools name them (Roboflow: valid/)
 
 Pairs = tuple[list[str], list[str]]  # (image paths, mask paths), in order
@@ -51,13 +51,13 @@ def export_id2label(ids: Mapping[str, int], recipe_id2label: Mapping[int, str] |
 def export_source(
     listed: Mapping[str, Pairs],
     data: DataConfig,
-    seed: int,
     root: Path,
     id2label: dict[int, str],
     problems: list[str],
 ) -> Source:
-    """The Source of rasterised pairs per split: the recipe's train and eval splits, or one `ALL` listing split
-    by `data.val_ratio`. Listing `problems` (missing images) stop the run unless `data.skip_invalid`.
+    """The Source of rasterised pairs per split: the recipe's train and eval splits, or one `ALL` listing that
+    `load_source` splits by `data.val_ratio` (stratified, `held_out.py`). Listing `problems` (missing images) stop
+    the run unless `data.skip_invalid`.
 
     Raises:
         DatasetError: listing problems, an `ALL` listing without data.val_ratio, an empty split.
@@ -65,17 +65,11 @@ def export_source(
     skipped: list[str] = []
     report_problems(problems, data.skip_invalid, skipped, str(root))
     splits = {split: paired_dataset(*pairs) for split, pairs in listed.items()}
-    if ALL in splits:
-        splits = _split(splits[ALL], data, seed, root)
-    for split, dataset in splits.items():
-        require_nonempty(dataset, split, str(root))
-    return Source(splits=datasets.DatasetDict(splits), name=str(root), id2label=id2label, skipped=skipped)
-
-
-def _split(dataset: datasets.Dataset, data: DataConfig, seed: int, root: Path) -> dict[str, datasets.Dataset]:
-    if data.val_ratio is None:
+    pool = splits.pop(ALL, None)
+    if pool is not None and data.val_ratio is None:
         raise DatasetError(
             f"{root}: the export has no train/validation split; set data.val_ratio (e.g. 0.1) for a seeded split"
         )
-    train, evaluation = seeded_split(len(dataset), data.val_ratio, seed)
-    return {data.train_split: dataset.select(train), data.eval_split: dataset.select(evaluation)}
+    for split, dataset in (splits | ({data.train_split: pool} if pool is not None else {})).items():
+        require_nonempty(dataset, split, str(root))
+    return Source(splits=datasets.DatasetDict(splits), name=str(root), id2label=id2label, skipped=skipped, pool=pool)

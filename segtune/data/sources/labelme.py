@@ -58,7 +58,7 @@ def load_labelme(data: DataConfig, seed: int) -> Source:
         listed[split], found = _pairs(root, split_files, documents, masks)
         problems += found
     id2label = export_id2label({n: i for n, i in ids.items() if n in names}, data.id2label)
-    return export_source(listed, data, seed, root, id2label, problems)
+    return export_source(listed, data, root, id2label, problems)
 
 
 def _json_files(root: Path, data: DataConfig) -> dict[str, list[Path]]:

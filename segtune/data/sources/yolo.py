@@ -67,7 +67,7 @@ def load_yolo(data: DataConfig, seed: int) -> Source:
             [str(i) for i, _, _ in split_samples],
             [str(masks / _mask_name(base, i)) for i, _, _ in split_samples],
         )
-    return export_source(listed, data, seed, config_path.parent, export_id2label(by_name, data.id2label), problems)
+    return export_source(listed, data, config_path.parent, export_id2label(by_name, data.id2label), problems)
 
 
 def _config_path(path: Path) -> Path:
