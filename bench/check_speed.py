@@ -75,12 +75,18 @@ def median_time(work: Callable[[], object], rounds: int) -> float:
     return statistics.median(times)
 
 
-def quick_check(recipe) -> Callable[[], list[str]]:
-    """A function running the quick check on the recipe's train and eval splits (the source listed once)."""
+def check_args(recipe, level: str) -> tuple:
+    """`preflight`'s arguments for the recipe's train and eval splits at `level` (the source listed here, once)."""
     source = load_source(recipe)
     labels = label_spec(recipe.data, source)
     splits = {s: source.splits[s] for s in (recipe.data.train_split, recipe.data.eval_split)}
-    return lambda: preflight(splits, labels, "quick", False, source.name, recipe.train.seed)
+    return splits, labels, level, False, source.name, recipe.train.seed
+
+
+def quick_check(recipe) -> Callable[[], list[str]]:
+    """A function running the quick check on the recipe's train and eval splits (the source listed once)."""
+    args = check_args(recipe, "quick")
+    return lambda: preflight(*args)
 
 
 def part_costs(recipe, rounds: int) -> tuple[float, float]:
@@ -110,7 +116,7 @@ def main() -> None:
         check = quick_check(recipe)
         measured = median_time(check, rounds)
         header, mask = part_costs(recipe, rounds)
-        full = median_time(lambda: preflight(*_full_args(recipe)), 1) if args.full else None
+        full = median_time(lambda: preflight(*check_args(recipe, "full")), 1) if args.full else None
     train = int(count * TRAIN_SHARE)
     decoded = len(sampled(train, "quick", 0)) + len(sampled(count - train, "quick", 0))
     size = f"{1024 // step}x{2048 // step}"
@@ -124,13 +130,6 @@ def main() -> None:
     synthetic = demo.data.synthetic
     demo_time = median_time(quick_check(demo), rounds)
     print(f"demo data ({synthetic.num_train} + {synthetic.num_eval} synthetic samples): quick {demo_time:.2f} s")
-
-
-def _full_args(recipe) -> tuple:
-    source = load_source(recipe)
-    labels = label_spec(recipe.data, source)
-    splits = {s: source.splits[s] for s in (recipe.data.train_split, recipe.data.eval_split)}
-    return splits, labels, "full", False, source.name, recipe.train.seed
 
 
 def parse_args() -> argparse.Namespace:

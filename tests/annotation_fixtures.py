@@ -189,3 +189,11 @@ def make_voc(root: Path, per_split: int = 3) -> Path:
         lists.mkdir(parents=True, exist_ok=True)
         (lists / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
     return root
+
+
+def count_paints(monkeypatch, module) -> list[int]:
+    """A list that grows by one each time `module` rasterises an image (its `paint`), which still runs."""
+    painted: list[int] = []
+    real_paint = module.paint
+    monkeypatch.setattr(module, "paint", lambda *args, **kwargs: painted.append(1) or real_paint(*args, **kwargs))
+    return painted

@@ -18,6 +18,7 @@ from segtune.recipe import load_recipe
 from segtune.train import train
 from tests.annotation_fixtures import (
     SIZE,
+    count_paints,
     image,
     labelme_file,
     labelme_shape,
@@ -111,13 +112,21 @@ def test_labelme_unknown_label_and_missing_image_name_the_file(tmp_path):
         load_source(labelme_recipe(tmp_path))
 
 
+def test_labelme_files_that_are_not_labelme_json_are_named(tmp_path):
+    make_labelme(tmp_path)
+    (tmp_path / "sub1" / "shot_1.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"sub1/shot_1\.json: cannot read LabelMe JSON: Expecting property name"):
+        load_source(labelme_recipe(tmp_path))
+    (tmp_path / "sub1" / "shot_1.json").write_text('{"images": []}')
+    with pytest.raises(
+        DatasetError, match=r"sub1/shot_1\.json: not a LabelMe JSON file \(expected an object with 'shapes'"
+    ):
+        load_source(labelme_recipe(tmp_path))
+
+
 def test_labelme_is_rasterised_once_until_a_file_changes(tmp_path, monkeypatch):
     root = make_labelme(tmp_path, count=2)
-    painted = []
-    real_paint = labelme_module.paint
-    monkeypatch.setattr(
-        labelme_module, "paint", lambda *args, **kwargs: painted.append(1) or real_paint(*args, **kwargs)
-    )
+    painted = count_paints(monkeypatch, labelme_module)
     load_source(labelme_recipe(root))
     load_source(labelme_recipe(root))
     assert len(painted) == 2
@@ -211,9 +220,7 @@ def test_yolo_missing_image_and_folder_are_named(tmp_path):
 
 def test_yolo_is_rasterised_once_until_a_label_changes(tmp_path, monkeypatch):
     config = make_yolo(tmp_path, count=2)
-    painted = []
-    real_paint = yolo_module.paint
-    monkeypatch.setattr(yolo_module, "paint", lambda *args, **kwargs: painted.append(1) or real_paint(*args, **kwargs))
+    painted = count_paints(monkeypatch, yolo_module)
     load_source(yolo_recipe(config))
     load_source(yolo_recipe(config))
     assert len(painted) == 4

@@ -23,6 +23,7 @@ from tests.annotation_fixtures import (
     SIZE,
     coco_document,
     compressed_rle,
+    count_paints,
     image,
     make_coco_file,
     make_cvat,
@@ -193,6 +194,15 @@ def test_a_missing_image_names_the_file_or_is_skipped(tmp_path):
     assert sum(len(s) for s in source.splits.values()) == 2 and len(source.skipped) == 1
 
 
+def test_a_file_that_is_not_coco_json_is_named(tmp_path):
+    (tmp_path / "broken.json").write_text("[1, 2")
+    with pytest.raises(DatasetError, match=r"broken\.json: cannot read COCO JSON: "):
+        load_source(coco_recipe(tmp_path / "broken.json", "data.val_ratio=0.5"))
+    write_json(tmp_path / "labelme.json", {"shapes": [], "imagePath": "a.png"})
+    with pytest.raises(DatasetError, match=r"labelme\.json: not a COCO JSON file \(expected an object with 'images'"):
+        load_source(coco_recipe(tmp_path / "labelme.json", "data.val_ratio=0.5"))
+
+
 def test_a_single_export_needs_val_ratio_and_a_bad_path_is_named(tmp_path):
     path = make_coco_file(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -207,9 +217,7 @@ def test_a_single_export_needs_val_ratio_and_a_bad_path_is_named(tmp_path):
 
 def test_a_second_build_reads_the_cache_and_an_edited_file_rasterises_again(tmp_path, monkeypatch):
     path = make_coco_file(tmp_path, count=2)
-    painted = []
-    real_paint = coco_module.paint
-    monkeypatch.setattr(coco_module, "paint", lambda *args, **kwargs: painted.append(1) or real_paint(*args, **kwargs))
+    painted = count_paints(monkeypatch, coco_module)
     first = load_source(coco_recipe(path, "data.val_ratio=0.5"))
     assert len(painted) == 2
     second = load_source(coco_recipe(path, "data.val_ratio=0.5"))

@@ -21,7 +21,6 @@ rasterize.py's: smaller instances on top, `iscrowd` regions painted as the ignor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,12 @@ from typing import Any
 from ...errors import DatasetError
 from ...recipe import DataConfig
 from .base import Source
-from .exports import ALL, EVAL_NAMES, Pairs, class_ids, export_id2label, export_source
+from .exports import ALL, EVAL_NAMES, Document, Pairs, class_ids, export_id2label, export_source, read_document
 from .mask_cache import cached_masks
 from .rasterize import Shape, paint, polygon_rle, rle_of, write_mask
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 LABEL_STUDIO_JSON = "result.json"
-Document = dict[str, Any]
 
 
 def load_coco(data: DataConfig, seed: int) -> Source:
@@ -48,7 +46,10 @@ def load_coco(data: DataConfig, seed: int) -> Source:
     """
     root = Path(data.path or "").expanduser()
     files = _annotation_files(root, data)
-    documents = {split: _read(path) for split, path in files.items()}
+    documents = {
+        split: read_document(path, "COCO JSON", "images", "an object with 'images' and 'annotations'")
+        for split, path in files.items()
+    }
     categories = _categories(documents, files)
     by_name = class_ids(list(dict.fromkeys(categories.values())), data.id2label, str(root))
     ids = {category: by_name[name] for category, name in categories.items()}
@@ -100,16 +101,6 @@ def _by_split_name(root: Path, found: list[Path], data: DataConfig) -> dict[str,
             f"{data.train_split!r} and one holding one of {[data.eval_split, *EVAL_NAMES]}, or a single file"
         )
     return {data.train_split: train[0], data.eval_split: evaluation[0]}
-
-
-def _read(path: Path) -> Document:
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: cannot read COCO JSON: {error}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
-        raise DatasetError(f"{path}: not a COCO JSON file (expected an object with 'images' and 'annotations')")
-    return document
 
 
 def _categories(documents: Mapping[str, Document], files: Mapping[str, Path]) -> dict[int, str]:

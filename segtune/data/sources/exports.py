@@ -7,8 +7,10 @@ recipe lacks is an error naming the file. Either way the mapping is the run's id
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -21,6 +23,22 @@ ALL = "all"  # the one listing of an export without splits: the pool load_source
 EVAL_NAMES = ("valid", "val", "validation")  # eval split folders, as tools name them (Roboflow: valid/)
 
 Pairs = tuple[list[str], list[str]]  # (image paths, mask paths), in order
+Document = dict[str, Any]  # one annotation file, as JSON
+
+
+def read_document(path: Path, kind: str, key: str, expected: str) -> Document:
+    """An annotation file of `kind` ("COCO JSON"): a JSON object holding a list under `key`.
+
+    Raises:
+        DatasetError: unreadable, not JSON, or not such an object; naming the file and `expected`.
+    """
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: cannot read {kind}: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get(key), list):
+        raise DatasetError(f"{path}: not a {kind} file (expected {expected})")
+    return document
 
 
 def class_ids(names: Sequence[str], recipe_id2label: Mapping[int, str] | None, where: str) -> dict[str, int]:

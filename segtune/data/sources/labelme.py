@@ -17,7 +17,6 @@ overlap rule: smaller shapes on top.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,22 @@ from typing import Any
 from ...errors import DatasetError
 from ...recipe import DataConfig
 from .base import Source
-from .exports import ALL, BACKGROUND, EVAL_NAMES, Pairs, class_ids, export_id2label, export_source
+from .exports import (
+    ALL,
+    BACKGROUND,
+    EVAL_NAMES,
+    Document,
+    Pairs,
+    class_ids,
+    export_id2label,
+    export_source,
+    read_document,
+)
 from .folder import IMAGE_SUFFIXES
 from .mask_cache import cached_masks
 from .rasterize import Shape, paint, polygon_rle, write_mask
 
 BACKGROUND_LABELS = ("_background_", BACKGROUND)
-Document = dict[str, Any]
 
 
 def load_labelme(data: DataConfig, seed: int) -> Source:
@@ -46,7 +54,11 @@ def load_labelme(data: DataConfig, seed: int) -> Source:
     if not root.is_dir():
         raise DatasetError(f"data.path {str(root)!r}: LabelMe folder not found")
     files = _json_files(root, data)
-    documents = {path: _read(path) for split_files in files.values() for path in split_files}
+    documents = {
+        path: read_document(path, "LabelMe JSON", "shapes", "an object with 'shapes', 'imagePath', ...")
+        for split_files in files.values()
+        for path in split_files
+    }
     names = sorted({str(s.get("label")) for d in documents.values() for s in d["shapes"]} - set(BACKGROUND_LABELS))
     ids = class_ids(names, data.id2label, str(root)) | dict.fromkeys(BACKGROUND_LABELS, 0)
     by_name = {path.relative_to(root).as_posix(): path for path in documents}
@@ -73,16 +85,6 @@ def _json_files(root: Path, data: DataConfig) -> dict[str, list[Path]]:
     if not any(files.values()):
         raise DatasetError(f"{root}: no LabelMe .json files found (expected one beside each image)")
     return files
-
-
-def _read(path: Path) -> Document:
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: cannot read LabelMe JSON: {error}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("shapes"), list):
-        raise DatasetError(f"{path}: not a LabelMe file (expected an object with 'shapes', 'imagePath', ...)")
-    return document
 
 
 def _mask_name(root: Path, path: Path) -> str:
