@@ -14,10 +14,10 @@ from tests.data_fixtures import folder_recipe, make_folder, recipe, save, scene
 
 
 def _folder(root, mask: np.ndarray, count: int = 3):
-    """train/ and val/ folders of `count` random images, each with `mask` (H, W) as its mask."""
+    """train/ and val/ folders of `count` random images, each with `mask` (H, W), or (H, W, 3) colours, as its mask."""
     for split in ("train", "val"):
         for i in range(count):
-            rgb = np.random.default_rng(i).integers(0, 256, (*mask.shape, 3), dtype=np.uint8)
+            rgb = np.random.default_rng(i).integers(0, 256, (*mask.shape[:2], 3), dtype=np.uint8)
             save(root / split / "images" / f"img_{i}.png", rgb)
             save(root / split / "masks" / f"img_{i}.png", mask)
     return root
@@ -59,6 +59,16 @@ def test_the_label_map_fixes_binary_masks(tmp_path):
     labels = data.eval[0]["labels"]
     assert labels[:, :16].eq(0).all() and labels[:, 16:].eq(1).all()
     assert data.warnings == []
+
+
+def test_colours_mapped_to_a_class_and_the_ignore_index_are_not_taken_for_binary_masks(tmp_path):
+    """Colour ids are given colour by colour, so data.label_map (refused beside data.colors) is never suggested."""
+    mask = np.zeros((24, 32, 3), np.uint8)
+    mask[:, 16:] = 255
+    root = _folder(tmp_path, mask)
+    data = build_datasets(folder_recipe(root, "data.num_labels=2", 'data.colors={"#000000": 0, "#ffffff": 255}'))
+    assert data.eval[0]["labels"][:, 16:].eq(255).all()
+    assert any("class 1 'class_1' never occurs in the 3 train masks" in w for w in data.warnings), data.warnings
 
 
 def test_binary_masks_with_another_ignore_index_get_the_same_fix(tmp_path):

@@ -76,8 +76,9 @@ def _colour_masks(values: Mapping[str, MaskValues]) -> str | None:
 
 
 def _plain(labels: LabelSpec) -> bool:
-    """Masks meant to hold class ids as they are: no source mapping, no reduction, no recipe label_map yet."""
-    return labels.label_map is None and not labels.reduce_labels and not labels.overrides
+    """Masks meant to hold class ids as they are: no source mapping, no reduction, no recipe label_map yet, and
+    no colours (their ids were given colour by colour: a colour mapped to the ignore index is meant)."""
+    return labels.label_map is None and not labels.reduce_labels and not labels.overrides and labels.colors is None
 
 
 def _present(values: Mapping[str, MaskValues]) -> np.ndarray:
