@@ -48,6 +48,14 @@ def listing(items: Sequence[Any], inline: bool = False) -> str:
     return "".join(f"\n  {item}" for item in shown) + (f"\n  ... and {rest} more" if rest > 0 else "")
 
 
+def joined(items: Sequence[Any], total: int | None = None, most: int = MAX_LISTED) -> str:
+    """Up to `most` items joined by commas, then how many more of `total` (default: all the items) there are,
+    for a sentence: "a.png, b.png and 4 more"."""
+    shown = [str(item) for item in items[:most]]
+    rest = (len(items) if total is None else total) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+
+
 # The model package defines its own two errors, because it must import without segtune (Hub remote code).
 _MODEL_PACKAGE = "segtune.models.mix_transformer"
 _MODEL_ERRORS = ("CheckpointError", "MixTransformerConfigError")

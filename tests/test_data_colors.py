@@ -267,6 +267,20 @@ def test_colours_are_refused_for_a_source_that_maps_its_own_ids(tmp_path):
         build_datasets(recipe("data.source=cityscapes", f"data.path={tmp_path}", 'data.colors={"#804080": 0}'))
 
 
+def test_many_unlisted_colours_are_listed_commonest_first_then_counted():
+    table = ColorTable({(0, 0, 0): 0}, "data.colors")
+    rgb = np.zeros((1, 30 * 31 // 2, 3), np.uint8)
+    start = 0
+    for k in range(1, 31):  # colour (k, 0, 0) on k pixels
+        rgb[0, start : start + k, 0] = k
+        start += k
+    with pytest.raises(DatasetError) as raised:
+        table.decode(rgb[:, 1:], "m.png")  # drop one pixel of (1, 0, 0), so it is gone; 29 colours remain
+    message = str(raised.value)
+    assert message.startswith("m.png: mask colours not in data.colors: #1e0000 (30 pixels), #1d0000 (29 pixels),")
+    assert "#150000 (21 pixels) and 19 more; expected one of the 1 colours listed there" in message
+
+
 def test_the_colour_table_travels_to_workers_without_its_lookup_table():
     table = ColorTable({(1, 2, 3): 0, (4, 5, 6): 1}, "data.colors")
     rgb = np.array([[[1, 2, 3], [4, 5, 6]]], np.uint8)

@@ -12,7 +12,7 @@ import torch
 
 from segtune.commands import main
 from segtune.data import build_datasets, check_dataset, make_loader
-from segtune.errors import DatasetError
+from segtune.errors import MAX_LISTED, DatasetError, joined
 from tests.data_fixtures import (
     folder_recipe,
     hub_dataset,
@@ -226,3 +226,10 @@ def test_skipped_train_sample_keeps_batches_full(tmp_path):
     batch = next(iter(make_loader(data.train, batch_size=3, sampler=[0, 1, 2])))
     pixel_values, _ = data.preprocess(batch)
     assert pixel_values.shape[0] == 3 and torch.isfinite(pixel_values).all()
+
+
+def test_joined_lists_up_to_a_limit_then_how_many_more():
+    assert joined(["a.png", "b.png"]) == "a.png, b.png"
+    assert joined(list(range(25))) == ", ".join(map(str, range(MAX_LISTED))) + f" and {25 - MAX_LISTED} more"
+    assert joined(["a.png", "b.png"], total=9, most=3) == "a.png, b.png and 7 more"  # 9 files, 2 named
+    assert joined(["a.png", "b.png", "c.png", "d.png"], most=3) == "a.png, b.png, c.png and 1 more"

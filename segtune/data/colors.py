@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..errors import MAX_LISTED, DatasetError
+from ..errors import DatasetError, joined
 from ..recipe.colors import Color, color_problems, parse_color, to_hex
 
 _UNMAPPED = np.iinfo(np.uint16).max  # a class id no dataset reaches (LabelSpec's lookup table stops at 2**16)
@@ -79,10 +79,9 @@ class ColorTable:
     def _raise_unmapped(self, keys: np.ndarray, where: str) -> None:
         values, counts = np.unique(keys, return_counts=True)
         order = np.argsort(-counts, kind="stable")  # the commonest first: usually the one to add
-        found = ", ".join(f"{_hex(int(values[i]))} ({int(counts[i])} pixels)" for i in order[:MAX_LISTED])
-        more = f" (and {len(order) - MAX_LISTED} more)" if len(order) > MAX_LISTED else ""
+        found = joined([f"{_hex(int(values[i]))} ({int(counts[i])} pixels)" for i in order])
         raise DatasetError(
-            f"{where}: mask colours not in {self.origin}: {found}{more}; expected one of the "
+            f"{where}: mask colours not in {self.origin}: {found}; expected one of the "
             f"{len(self.colors)} colours listed there (add each colour with its class id, or the ignore index)"
         )
 

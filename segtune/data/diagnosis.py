@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import MAX_LISTED, listing
+from ..errors import joined, listing
 from .labels import INVALID, LabelSpec
 from .mask_values import MaskValues
 
@@ -52,8 +52,7 @@ def diagnose(values: Mapping[str, MaskValues], labels: LabelSpec, train_split: s
 
 
 def _files(names: list[str], count: int) -> str:
-    shown = ", ".join(names[:3])
-    return shown + (f" and {count - 3} more" if count > 3 else "")
+    return joined(names, count, most=3)
 
 
 def _colour_masks(values: Mapping[str, MaskValues]) -> str | None:
@@ -126,8 +125,7 @@ def _scaled_ids(values: Mapping[str, MaskValues], labels: LabelSpec) -> str | No
 def _classes(labels: LabelSpec, ids: np.ndarray) -> str:
     """ "class 2 'car'" or "classes 2 'car', 5 'bus'" (up to MAX_LISTED, then how many more)."""
     named = [f"{i} {labels.id2label[i]!r}" for i in ids.tolist()]
-    more = f" and {len(named) - MAX_LISTED} more" if len(named) > MAX_LISTED else ""
-    return ("class " if len(named) == 1 else "classes ") + ", ".join(named[:MAX_LISTED]) + more
+    return ("class " if len(named) == 1 else "classes ") + joined(named)
 
 
 def _checked(v: MaskValues) -> str:
