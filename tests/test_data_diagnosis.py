@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from segtune.data import build_datasets, check_dataset, preflight
-from segtune.data.labels import LabelSpec
+from segtune.data.labels import LabelSpec, label_spec
 from segtune.data.mask_values import SAMPLE_SIZE, sampled
+from segtune.data.sources import load_source
 from segtune.errors import DatasetError
 from tests.data_fixtures import folder_recipe, make_folder, recipe, save, scene
 
@@ -307,3 +308,11 @@ def test_label_map_to_a_class_the_source_lacks_is_refused_when_the_data_loads(tm
         DatasetError, match=r"data.label_map: expected class ids 0..2 or the ignore index 255.*\{9: 5\}"
     ):
         build_datasets(r)
+
+
+def test_a_recipe_that_evaluates_on_its_training_split_is_checked_as_one_split(tmp_path):
+    """data.eval_split == data.train_split leaves one entry in the splits `build_datasets` checks."""
+    r = folder_recipe(make_folder(tmp_path, count=4))
+    source = load_source(r)
+    train = {"train": source.splits["train"]}
+    assert preflight.preflight(train, label_spec(r.data, source), "full", False, "here") == []

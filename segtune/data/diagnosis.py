@@ -10,7 +10,7 @@ Errors (one line each, naming files, what was expected and what was found):
 - masks holding only 0 and the ignore index with 2 classes (the foreground saved as 255) -> `data.label_map: {255: 1}`;
 - values without a class that are all multiples of one step k > 1, with max / k < num_labels (ids scaled for
   visibility: 0, 85, 170, 255 for 4 classes) -> the `data.label_map` that divides them by k.
-Other values without a class stay per-sample problems (`MaskValues.value_problems`).
+Other values without a class stay per-sample problems (`MaskValues.problems`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .sources.base import Source
 
 # Raw masks are 8- or 16-bit images, so one lookup table over every 16-bit value maps any of them.
-_LUT_SIZE = 1 << 16
+LUT_SIZE = 1 << 16
 # A raw value without a train id. Not -1: that (like -100) is a common ignore index, and ignored values are valid.
 INVALID = int(np.iinfo(np.int64).min)
 
@@ -102,9 +102,9 @@ class LabelSpec:
     def _check_overrides(self) -> None:
         """The recipe checks `data.label_map` against the classes it knows; the source's are only known here."""
         n = len(self.id2label)
-        keys = [raw for raw in self.overrides or {} if not 0 <= raw < _LUT_SIZE]
+        keys = [raw for raw in self.overrides or {} if not 0 <= raw < LUT_SIZE]
         if keys:
-            raise DatasetError(f"data.label_map: expected raw mask values 0..{_LUT_SIZE - 1} as keys, found {keys}")
+            raise DatasetError(f"data.label_map: expected raw mask values 0..{LUT_SIZE - 1} as keys, found {keys}")
         bad = {raw: v for raw, v in (self.overrides or {}).items() if v != self.ignore_index and not 0 <= v < n}
         if bad:
             raise DatasetError(
@@ -131,19 +131,19 @@ class LabelSpec:
     @cached_property
     def lut(self) -> np.ndarray:
         """Raw value -> train id for every 16-bit value; -1 where a raw value is invalid."""
-        lut = np.full(_LUT_SIZE, INVALID, dtype=np.int64)
+        lut = np.full(LUT_SIZE, INVALID, dtype=np.int64)
         n = self.num_labels
         if self.label_map is not None:
             lut[:] = INVALID if self.strict_label_map else self.ignore_index
             for raw, train_id in self.label_map.items():
-                if 0 <= raw < _LUT_SIZE:
+                if 0 <= raw < LUT_SIZE:
                     lut[raw] = train_id if 0 <= train_id < n else self.ignore_index
         elif self.reduce_labels:
             lut[0] = self.ignore_index
             lut[1 : n + 1] = np.arange(n)
         else:
             lut[:n] = np.arange(n)
-        if 0 <= self.ignore_index < _LUT_SIZE and self.label_map is None:
+        if 0 <= self.ignore_index < LUT_SIZE and self.label_map is None:
             lut[self.ignore_index] = self.ignore_index
         if self.reduce_labels and self.ignore_index != 255:
             lut[255] = self.ignore_index  # the ADE20K files' own "unlabelled" value, as transformers reduces it
@@ -212,8 +212,8 @@ class LabelSpec:
             raise DatasetError(f"{where}: mask has dtype {raw.dtype}; expected integer class ids")
         if raw.dtype.kind == "i" and raw.size and raw.min() < 0:
             self._raise_invalid(np.unique(raw[raw < 0]), where)
-        if raw.size and raw.max() >= _LUT_SIZE:  # 32-bit masks: list the values before any histogram
-            self._raise_invalid(np.unique(raw[raw >= _LUT_SIZE]), where)
+        if raw.size and raw.max() >= LUT_SIZE:  # 32-bit masks: list the values before any histogram
+            self._raise_invalid(np.unique(raw[raw >= LUT_SIZE]), where)
         counts = np.bincount(raw.ravel())
         values = np.flatnonzero(counts)
         return values, counts[values]

@@ -18,7 +18,7 @@ import numpy as np
 import PIL.Image
 
 from .decode import _payload, _read_bytes
-from .labels import INVALID, LabelSpec
+from .labels import INVALID, LUT_SIZE, LabelSpec
 
 # A split of up to SAMPLE_ALL masks is read whole; a larger one through a seeded sample of SAMPLE_SIZE. The
 # mistakes the diagnosis stops on (scaled ids, 0/255 binary masks, colour masks) are in every mask, so any one
@@ -29,7 +29,6 @@ SAMPLE_SIZE = 300
 # Files named per raw value, and colour masks whose colours are listed (each costs a second decoding).
 _EXAMPLES = 3
 _COLOUR_MASKS_READ = 8
-_LUT_SIZE = 1 << 16
 
 
 def sampled(count: int, level: str, seed: int) -> np.ndarray:
@@ -57,9 +56,9 @@ class MaskValues:
     samples: int
     labels: LabelSpec
     masks: int = 0
-    pixels: np.ndarray = field(default_factory=lambda: np.zeros(_LUT_SIZE, np.int64))
-    masks_with: np.ndarray = field(default_factory=lambda: np.zeros(_LUT_SIZE, np.int64))
-    valid_pixels: np.ndarray = field(default_factory=lambda: np.zeros(_LUT_SIZE, np.int64))
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros(LUT_SIZE, np.int64))
+    masks_with: np.ndarray = field(default_factory=lambda: np.zeros(LUT_SIZE, np.int64))
+    valid_pixels: np.ndarray = field(default_factory=lambda: np.zeros(LUT_SIZE, np.int64))
     class_masks: np.ndarray | None = None
     examples: dict[int, list[str]] = field(default_factory=dict)
     problems: list[tuple[str, bool]] = field(default_factory=list)
@@ -115,9 +114,6 @@ class MaskValues:
     def ignored_pixels(self) -> int:
         """Pixels the label contract maps to the ignore index."""
         return int(self.valid_pixels[self.labels.lut == self.labels.ignore_index].sum())
-
-    def value_problems(self) -> list[str]:
-        return [line for line, about_values in self.problems if about_values]
 
     def other_problems(self) -> list[str]:
         return [line for line, about_values in self.problems if not about_values]

@@ -136,7 +136,8 @@ def preflight(
     where: str,
     seed: int = 0,
 ) -> list[str]:
-    """Run the `data.check` level on `splits` (split name -> samples; the training split first).
+    """Run the `data.check` level on `splits` (split name -> samples: the training split first, the evaluation
+    split last; one entry when the recipe evaluates on its training split).
 
     Returns:
         The diagnosis' warnings, for the caller to print once the run is prepared.
@@ -149,20 +150,21 @@ def preflight(
     if level == "off":
         return []
     values = {name: inspect(split, name, labels, level, seed) for name, split in splits.items()}
-    train_split, eval_split = list(splits)
-    found = diagnose(values, labels, train_split, eval_split)
+    names = list(splits)
+    found = diagnose(values, labels, names[0], names[-1])
     problems = problems_of(values, found)
     if not problems:
         return found.warnings
     total = sum(len(split) for split in splits.values())
-    if len(problems) == 1 and found.errors:
+    one_mistake = len(problems) == 1 and bool(found.errors)  # a recognised mistake: its line is the message
+    if one_mistake:
         summary = f"{where}: data.check={level}: {problems[0]}"
     else:
         summary = f"{where}: data.check={level} found {len(problems)} problem(s) in {total} samples:{listing(problems)}"
     if skip_invalid:
         logger.warning("%s\n(data.skip_invalid: these samples are skipped when read)", summary)
         return found.warnings
-    if len(problems) == 1 and found.errors:
+    if one_mistake:
         raise DatasetError(summary)
     raise DatasetError(
         f"{summary}\n(fix them, set data.skip_invalid=true to skip such samples, or data.check=off to train "
