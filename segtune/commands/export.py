@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
 
     description = export_onnx(
         args.model,
-        args.output_dir,
+        target,
         half=args.half,
         preprocess=args.preprocess,
         labels=args.labels,

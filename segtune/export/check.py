@@ -35,10 +35,6 @@ MIN_AGREEMENT = 0.999
 MAX_MIOU_POINTS = 0.1
 
 
-def _precision(options: GraphOptions) -> str:
-    return "fp16" if options.half else "fp32"
-
-
 def _inputs(shape: tuple[int, ...], options: GraphOptions, generator: torch.Generator) -> torch.Tensor:
     if options.preprocess:
         return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
@@ -72,7 +68,7 @@ def check_parity(model: torch.nn.Module, processor: Any, folder: Path, options: 
             largest = max(largest, (found.float() - expected).abs().max().item())
             same = found.float().argmax(dim=1) == expected.argmax(dim=1)
         equal, total = equal + int(same.sum()), total + same.numel()
-    precision = _precision(options)
+    precision = options.precision
     target = None if options.labels else MAX_LOGIT_DIFF[precision]
     report = {
         "shapes": [list(shape) for shape in CHECK_SHAPES],
@@ -96,16 +92,23 @@ def _without_compile(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, eval=dataclasses.replace(recipe.eval, compile=False))
 
 
-def check_miou(model_id: str, exported: OnnxRuntimeModel, recipe: Recipe, half: bool = False) -> dict:
+def check_miou(
+    model_id: str,
+    exported: OnnxRuntimeModel,
+    recipe: Recipe,
+    half: bool = False,
+    reference: torch.nn.Module | None = None,
+) -> dict:
     """mIoU of `model_id` (PyTorch, as `segtune evaluate` computes it) and of `exported` (ONNX Runtime, the
-    same code and settings) on the recipe's evaluation split.
+    same code and settings) on the recipe's evaluation split. `reference`: `model_id` already loaded (by
+    `load_for_inference`), so that it is not loaded again.
 
     Raises:
         ExportError: an fp32 export (`half` False) more than 0.1 points from PyTorch (both mIoUs named).
         DatasetError: the evaluation split cannot be loaded.
         CheckpointError: the model predicts another number of classes than the data has.
     """
-    expected, _ = evaluate_checkpoint(model_id, recipe)
+    expected, _ = evaluate_checkpoint(model_id, recipe, model=reference)
     found, _ = evaluate_checkpoint(model_id, _without_compile(recipe), model=exported)
     pytorch, onnxruntime = float(expected["mean_iou"]), float(found["mean_iou"])
     report = {
@@ -154,7 +157,7 @@ def check_export(
         skipped = f"no recipe to evaluate with ({model_id} is not a run directory): pass --recipe"
     else:
         try:
-            report["miou"] = check_miou(model_id, OnnxRuntimeModel(folder), recipe, options.half)
+            report["miou"] = check_miou(model_id, OnnxRuntimeModel(folder), recipe, options.half, reference=model)
             return report
         except DatasetError as error:
             if required:

@@ -118,7 +118,7 @@ def describe(path: Path, model: torch.nn.Module, processor: Any, options: GraphO
         "source_model_type": model.config.model_type,
         "inputs": [_tensor_spec(value) for value in graph.graph.input],
         "outputs": [_tensor_spec(value) for value in graph.graph.output],
-        "precision": "fp16" if options.half else "fp32",
+        "precision": options.precision,
         "opset": next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
         "options": {"half": options.half, "preprocess": options.preprocess, "labels": options.labels},
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
@@ -144,9 +144,7 @@ def write_export(
     """Write model.onnx, config.json and the image processor into `folder`; return export.json's description."""
     exported = copy.deepcopy(model).half() if options.half else model
     graph = ExportedGraph(exported, options, processor).eval()
-    logger.info(
-        "exporting %s to ONNX (opset %d, %s) with %s", source, opset, "fp16" if options.half else "fp32", EXPORTER
-    )
+    logger.info("exporting %s to ONNX (opset %d, %s) with %s", source, opset, options.precision, EXPORTER)
     _trace(graph, options, opset).save(str(folder / MODEL_FILE))
     deploy_config(model).save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -211,8 +209,8 @@ def export_onnx(
     for package in ("onnx", "onnxscript") + (("onnxruntime",) if check is not False else ()):
         import_optional(package, "segtune export" if package != "onnxruntime" else "segtune export's check")
     _check_opset(opset)
-    if recipe is None and check is not False and run_recipe(model_id) is not None:
-        recipe = load_recipe(run_recipe(model_id))
+    if recipe is None and check is not False and (recipe_file := run_recipe(model_id)) is not None:
+        recipe = load_recipe(recipe_file)
     if check is True and recipe is None and not (preprocess or labels):
         raise ExportError(f"--check: no recipe to evaluate {model_id} with (not a run directory): pass --recipe")
     model, processor = load_for_inference(model_id)

@@ -33,6 +33,10 @@ class GraphOptions:
     def output_name(self) -> str:
         return "labels" if self.labels else "logits"
 
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.half else "fp32"
+
 
 def label_dtype(num_labels: int) -> torch.dtype:
     """uint8 when every class id fits in one, else int64 (what ONNX's ArgMax returns)."""
