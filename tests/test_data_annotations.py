@@ -189,6 +189,17 @@ def test_yolo_folder_path_and_roboflow_relative_entries(tmp_path):
     assert len(source.splits["train"]) == 3
 
 
+def test_yolo_image_lists_may_name_images_outside_the_dataset_by_absolute_path(tmp_path):
+    config = make_yolo(tmp_path / "data")
+    outside = image(tmp_path / "elsewhere" / "images" / "extra.png", 7)
+    (tmp_path / "elsewhere" / "labels").mkdir()
+    (tmp_path / "elsewhere" / "labels" / "extra.txt").write_text("1 0 0 1 0 1 1 0 1\n")  # the whole image: dog
+    (tmp_path / "data" / "val.txt").write_text(f"images/val/val_0.png\n{outside}\n")
+    config.write_text(config.read_text().replace("val: images/val", "val: val.txt"))
+    source = load_source(yolo_recipe(config))
+    assert (masks_by_image(source)["extra.png"] == 2).all()
+
+
 @pytest.mark.parametrize(
     "line, message",
     [

@@ -30,7 +30,7 @@ from ...recipe import DataConfig
 from .base import Source
 from .exports import ALL, EVAL_NAMES, Document, Pairs, class_ids, export_id2label, export_source, read_document
 from .mask_cache import cached_masks
-from .rasterize import Shape, paint, polygon_rle, rle_of, write_mask
+from .rasterize import Shape, check_polygon, paint, polygon_rle, rle_of, write_mask
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 LABEL_STUDIO_JSON = "result.json"
@@ -183,8 +183,5 @@ def _shapes(
             f"{where}: expected a polygon list or an RLE as 'segmentation', found {type(segmentation).__name__}"
         )
     for polygon in segmentation:
-        if len(polygon) < 6 or len(polygon) % 2:
-            raise DatasetError(
-                f"{where}: polygon with {len(polygon) / 2:g} points; a polygon needs at least 3 (x, y) points"
-            )
+        check_polygon(polygon, where)
     return [Shape(value, polygon_rle(polygon, height, width), crowd) for polygon in segmentation]

@@ -88,6 +88,8 @@ def export_source(
         raise DatasetError(
             f"{root}: the export has no train/validation split; set data.val_ratio (e.g. 0.1) for a seeded split"
         )
-    for split, dataset in (splits | ({data.train_split: pool} if pool is not None else {})).items():
+    for split, dataset in splits.items():
         require_nonempty(dataset, split, str(root))
+    if pool is not None:  # then the only listing: load_source splits it
+        require_nonempty(pool, data.train_split, str(root))
     return Source(splits=datasets.DatasetDict(splits), name=str(root), id2label=id2label, skipped=skipped, pool=pool)

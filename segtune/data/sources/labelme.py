@@ -60,7 +60,8 @@ def load_labelme(data: DataConfig, seed: int) -> Source:
         for path in split_files
     }
     names = sorted({str(s.get("label")) for d in documents.values() for s in d["shapes"]} - set(BACKGROUND_LABELS))
-    ids = class_ids(names, data.id2label, str(root)) | dict.fromkeys(BACKGROUND_LABELS, 0)
+    classes = class_ids(names, data.id2label, str(root))
+    ids = classes | dict.fromkeys(BACKGROUND_LABELS, 0)
     by_name = {path.relative_to(root).as_posix(): path for path in documents}
     settings = {"ids": sorted(ids.items()), "ignore_index": data.ignore_index}
     masks = cached_masks("labelme", by_name, settings, lambda out: _rasterize(root, documents, ids, out))
@@ -69,8 +70,7 @@ def load_labelme(data: DataConfig, seed: int) -> Source:
     for split, split_files in files.items():
         listed[split], found = _pairs(root, split_files, documents, masks)
         problems += found
-    id2label = export_id2label({n: i for n, i in ids.items() if n in names}, data.id2label)
-    return export_source(listed, data, root, id2label, problems)
+    return export_source(listed, data, root, export_id2label(classes, data.id2label), problems)
 
 
 def _json_files(root: Path, data: DataConfig) -> dict[str, list[Path]]:

@@ -28,6 +28,8 @@ import numpy as np
 import PIL.Image
 import pycocotools.mask as mask_utils
 
+from ...errors import DatasetError
+
 Rle = dict[str, Any]  # pycocotools' run-length encoding: {"size": [h, w], "counts": bytes | list[int]}
 
 
@@ -44,10 +46,22 @@ class Shape:
         return int(mask_utils.area(self.rle))
 
 
+def check_polygon(points: Sequence[float], where: str) -> None:
+    """Refuse flat coordinates `[x0, y0, x1, y1, ...]` that are not a polygon (pycocotools reads 4 numbers as a box).
+
+    Raises:
+        DatasetError: fewer than 3 (x, y) points, or an odd count; naming `where`.
+    """
+    if len(points) < 6 or len(points) % 2:
+        raise DatasetError(
+            f"{where}: polygon with {len(points) / 2:g} points; a polygon needs at least 3 (x, y) points"
+        )
+
+
 def polygon_rle(points: Sequence[float], height: int, width: int) -> Rle:
     """The RLE of one polygon given as flat pixel coordinates `[x0, y0, x1, y1, ...]` (corners at integers).
 
-    Callers check that there are at least 3 points: pycocotools reads a 4-number list as a box.
+    Callers check that there are at least 3 points (`check_polygon`): pycocotools reads a 4-number list as a box.
     """
     return mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in points]], height, width))
 

@@ -29,7 +29,7 @@ from .base import Source
 from .exports import Pairs, class_ids, export_id2label, export_source
 from .folder import IMAGE_SUFFIXES
 from .mask_cache import cached_masks
-from .rasterize import Shape, paint, polygon_rle, write_mask
+from .rasterize import Shape, check_polygon, paint, polygon_rle, write_mask
 
 DATA_YAML = "data.yaml"
 Sample = tuple[Path, Path, tuple[int, int]]  # (image, label file, (height, width))
@@ -55,7 +55,7 @@ def load_yolo(data: DataConfig, seed: int) -> Source:
     for split, key in ((data.train_split, "train"), (data.eval_split, "val")):
         samples[split] = _samples(config_path, base, config.get(key), key, problems)
     every = [sample for split_samples in samples.values() for sample in split_samples]
-    labels = {str(label.relative_to(base)): label for _, label, _ in every if label.is_file()}
+    labels = {_relative_name(base, label): label for _, label, _ in every if label.is_file()}
     settings = {
         "ids": ids,
         "ignore_index": data.ignore_index,
@@ -147,6 +147,12 @@ def _mask_name(base: Path, image: Path) -> str:
     return (image.relative_to(base) if image.is_relative_to(base) else Path(image.name)).with_suffix(".png").as_posix()
 
 
+def _relative_name(base: Path, path: Path) -> str:
+    """A label file's name in the cache key: relative to the base, or its whole path when it lies elsewhere (an
+    absolute path in a `.txt` image list)."""
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
 def _rasterize(base: Path, samples: list[Sample], ids: list[int], out: Path) -> None:
     """One mask PNG per image into `out`, at its path relative to the base."""
     for image, label, (height, width) in samples:
@@ -168,10 +174,7 @@ def _shapes(label: Path, ids: list[int], height: int, width: int) -> list[Shape]
             raise DatasetError(f"{where}: expected `class x1 y1 x2 y2 ...` numbers, found {line.strip()!r}") from None
         if not 0 <= yolo_class < len(ids):
             raise DatasetError(f"{where}: class {yolo_class} is outside names (0..{len(ids) - 1})")
-        if len(values) < 6 or len(values) % 2:
-            raise DatasetError(
-                f"{where}: polygon with {len(values) / 2:g} points; a polygon needs at least 3 (x, y) points"
-            )
+        check_polygon(values, where)
         points = [v * (width if i % 2 == 0 else height) for i, v in enumerate(values)]
         shapes.append(Shape(ids[yolo_class], polygon_rle(points, height, width)))
     return shapes
