@@ -106,13 +106,13 @@ class CheckpointWriteError(RuntimeError):
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, state: RunState, recipe: Recipe, first_size: int
+    accelerator: Accelerator, output_dir: Path, state: RunState, recipe: Recipe, first_size: Callable[[], int]
 ) -> Path:
     """Write the state of step `state.step` atomically, with its manifest; return its directory. All processes
     call this.
 
     The main process removes staging folders left by a kill mid-write, and checks the free space against the
-    last good checkpoint's size (`first_size` bytes when there is none) before anything is written. Every
+    last good checkpoint's size (`first_size()` bytes when there is none) before anything is written. Every
     process then writes its part to the staging folder; the main process adds the run state, the recipe and
     the manifest, and renames the folder into place. Each step ends with the processes agreeing on its outcome
     (`agreement.py`), so a failure on one stops all. A failed write leaves no staging folder behind.
@@ -126,9 +126,14 @@ def save_checkpoint(
     root = run_dir.checkpoint_root(output_dir)
     final = root / run_dir.checkpoint_name(state.step)
     staging = final.with_name(f"{STAGING_PREFIX}{final.name}")
-    last_good = last_good_checkpoint(output_dir)
-    needed = folder_bytes(last_good) if last_good else first_size
-    on_main(accelerator, lambda: _make_staging(staging, state.step, needed, last_good))
+
+    def measure_and_stage() -> tuple[Path | None, int]:  # the main process measures: the others learn the sizes
+        last_good = last_good_checkpoint(output_dir)
+        needed = folder_bytes(last_good) if last_good else first_size()
+        _make_staging(staging, state.step, needed, last_good)
+        return last_good, needed
+
+    last_good, needed = on_main(accelerator, measure_and_stage)
     failed = failures(accelerator, lambda: _write(accelerator, staging, state, recipe))
     if not failed:
         failed = failures(accelerator, lambda: _publish(accelerator, staging, final))

@@ -60,8 +60,8 @@ def write_manifest(directory: Path) -> dict[str, dict]:
     Raises:
         OSError: a file could not be read, or the manifest not written (a full disk, say).
     """
-    entries = {}
-    for path in _files(directory):
+    entries, files = {}, _files(directory)
+    for path in files:
         with path.open("rb") as file:
             entries[path.relative_to(directory).as_posix()] = {
                 "size": os.fstat(file.fileno()).st_size,
@@ -73,7 +73,7 @@ def write_manifest(directory: Path) -> dict[str, dict]:
         json.dump(manifest, file, indent=1)
         file.flush()
         os.fsync(file.fileno())
-    for folder in sorted({directory, *(p.parent for p in _files(directory))}):
+    for folder in sorted({directory, *(p.parent for p in files)}):
         fsync_folder(folder)
     return entries
 

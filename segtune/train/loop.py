@@ -8,6 +8,7 @@ back from the GPU (see `tracking.py`): the CPU queues the next step while the GP
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ def check_finite(run: Run) -> None:
 def checkpoint(run: Run) -> Path:
     """Save the state of the current step and drop checkpoints beyond the kept ones."""
     check_finite(run)
-    first_size = state_bytes(run.model, run.optimizer)  # the space the first checkpoint needs, about
+    first_size = functools.partial(state_bytes, run.model, run.optimizer)  # about the first checkpoint's size
     path = save_checkpoint(run.accelerator, run.recipe.output_dir, run.state, run.recipe, first_size)
     if run.accelerator.is_main_process:
         rotate_checkpoints(run.recipe.output_dir, run.recipe.train.save_total_limit, run.state.best_step)
