@@ -113,6 +113,22 @@ def test_colour_masks_stop_with_the_colours_found(tmp_path):
     assert message.endswith('data.colors: {"#000000": 0, "#008000": 1, "#ff0000": 2}')
 
 
+def test_a_grey_rgb_mask_of_the_wrong_size_among_colour_masks_keeps_its_own_problem(tmp_path):
+    """Only masks that fail as colour images count as colour masks, however many came before."""
+    make_folder(tmp_path, "split", count=10)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 128, 0]], np.uint8)
+    _rewrite_masks(tmp_path, lambda mask: colours[mask])
+    grey = tmp_path / "train" / "masks" / "img_9.png"  # after 9 colour masks: grey as RGB, and a row too few
+    save(grey, np.repeat(np.zeros((23, 32, 1), np.uint8), 3, axis=2))
+    with pytest.raises(DatasetError) as error:
+        build_datasets(folder_recipe(tmp_path))
+    message = str(error.value)
+    assert "found 2 problem(s) in 20 samples" in message and "19 of 19 masks checked are colour images" in message
+    assert message.split("\n")[2].endswith(
+        "train/images/img_9.png') is 24x32 (HxW) but mask ('" + str(grey) + "') is 23x32"
+    )
+
+
 def test_rgba_colour_masks_are_named_by_their_rgb(tmp_path):
     make_folder(tmp_path, "split", count=1)
     colours = np.array([[0, 0, 0, 255], [0, 0, 255, 255], [9, 9, 9, 255]], np.uint8)

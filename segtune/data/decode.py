@@ -163,14 +163,24 @@ def _read_color_mask(data: bytes, where: str) -> np.ndarray | None:
         raise DatasetError(f"{where}: not a readable mask image ({_reason(error)})") from None
 
 
+class ColourMaskError(DatasetError):
+    """A mask that is a colour image (RGB or RGBA, channels differing), read without `data.colors`; `rgb` holds its
+    (H, W, 3) pixels, for the diagnosis to list the colours (`mask_values.py`) without decoding it again."""
+
+    def __init__(self, message: str, rgb: np.ndarray) -> None:
+        super().__init__(message)
+        self.rgb = rgb
+
+
 def _single_channel(array: np.ndarray, mode: str, where: str) -> np.ndarray:
     # Some tools save index masks as RGB with equal channels; a true colour-coded mask is refused.
     first = array[..., 0]
     if mode in ("LA", "PA") or all(np.array_equal(first, array[..., c]) for c in (1, 2)):
         return first
-    raise DatasetError(
+    raise ColourMaskError(
         f"{where}: mask is a colour image (mode {mode}) with differing channels; expected one channel of class "
-        "ids (mode L, P or 16-bit). Convert colour-coded masks to class indices first"
+        "ids (mode L, P or 16-bit). Convert colour-coded masks to class indices first",
+        array[..., :3],
     )
 
 

@@ -10,14 +10,10 @@ they occur in, the files that hold values without a class, and colour masks with
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import PIL.Image
 
-from .decode import _payload, _read_bytes
 from .labels import INVALID, LUT_SIZE, LabelSpec
 
 # A split of up to SAMPLE_ALL masks is read whole; a larger one through a seeded sample of SAMPLE_SIZE. The
@@ -26,7 +22,7 @@ from .labels import INVALID, LUT_SIZE, LabelSpec
 # masks decode in about 4 s on one core, so a run of any size starts in seconds (bench/check_speed.py).
 SAMPLE_ALL = 500
 SAMPLE_SIZE = 300
-# Files named per raw value, and colour masks whose colours are listed (each costs a second decoding).
+# Files named per raw value, and colour masks whose colours are listed (each costs a np.unique of its pixels).
 _EXAMPLES = 3
 _COLOUR_MASKS_READ = 8
 
@@ -91,19 +87,14 @@ class MaskValues:
         self.valid_pixels[values] += counts
         self.class_masks[np.unique(ids[(ids >= 0) & (ids < self.labels.num_labels)])] += 1
 
-    def add_colour_mask(self, value: Any, mask_name: str) -> bool:
-        """Tally `value` if it is a colour mask (RGB or RGBA, channels differing), reading the colours of the
-        first few; False when it is not one (a mask that failed to decode for another reason)."""
-        if not _colour_mode(value, mask_name):
-            return False
+    def add_colour_mask(self, rgb: np.ndarray, mask_name: str) -> None:
+        """Tally a colour mask (its (H, W, 3) pixels, channels differing), reading the colours of the first few."""
         if len(self.colour_files) < _COLOUR_MASKS_READ:
-            colours, counts = np.unique(_packed_rgb(value, mask_name), return_counts=True)
-            if np.all(colours == (colours & 0xFF) * 0x010101):  # grey as RGB is read as class ids
-                return False
+            packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+            colours, counts = np.unique(packed, return_counts=True)
             for colour, count in zip(colours.tolist(), counts.tolist()):
                 self.colours[colour] = self.colours.get(colour, 0) + count
         self.colour_files.append(mask_name)
-        return True
 
     def class_pixels(self) -> np.ndarray:
         """(num_labels,) pixels of each class, through the label contract's lookup table."""
@@ -117,19 +108,3 @@ class MaskValues:
 
     def other_problems(self) -> list[str]:
         return [line for line, about_values in self.problems if not about_values]
-
-
-def _colour_mode(value: Any, where: str) -> bool:
-    """Whether a stored mask is an RGB or RGBA image, from its header."""
-    try:
-        with PIL.Image.open(io.BytesIO(_read_bytes(_payload(value, where), where))) as image:
-            return image.mode in ("RGB", "RGBA")
-    except Exception:  # unreadable: the decoding error already names the file
-        return False
-
-
-def _packed_rgb(value: Any, where: str) -> np.ndarray:
-    """A colour mask's pixels as 0xRRGGBB integers (alpha dropped: `data.colors` names RGB colours)."""
-    with PIL.Image.open(io.BytesIO(_read_bytes(_payload(value, where), where))) as image:
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]

@@ -24,7 +24,7 @@ import datasets
 import numpy as np
 
 from ..errors import DatasetError, listing
-from .decode import check_same_size, describe, image_size, read_image, read_mask
+from .decode import ColourMaskError, check_same_size, describe, image_size, read_image, read_mask
 from .diagnosis import Diagnosis, diagnose
 from .labels import LabelSpec
 from .mask_values import MaskValues, sampled
@@ -110,11 +110,10 @@ def inspect(
                 values.add(raw, mask_name, where)
             else:
                 check_sample(row, labels, "quick", decode_images)
+        except ColourMaskError as error:  # raised only without data.colors: the diagnosis lists its colours
+            values.add_colour_mask(error.rgb, describe(row[LABEL], "mask"))
         except DatasetError as error:
-            # With data.colors, a colour mask's error is an unlisted colour, named as such: no diagnosis needed.
-            colour_mask = chosen[index] and labels.colors is None
-            if not (colour_mask and values.add_colour_mask(row[LABEL], describe(row[LABEL], "mask"))):
-                values.problems.append((f"{where}: {error}", False))
+            values.problems.append((f"{where}: {error}", False))
         if progress is not None:
             progress(index + 1)
     return values
