@@ -25,6 +25,7 @@ from .schema import (
     PEFT_METHODS,
     PRECISIONS,
     TRACKERS,
+    DataConfig,
     FocalTerm,
     OHEMTerm,
     Recipe,
@@ -154,13 +155,18 @@ def _check_data(r: Recipe) -> list[str]:
     )
 
 
+def _known_num_labels(d: DataConfig) -> int | None:
+    """The class count the recipe itself gives (`data.num_labels`, else `data.id2label`'s); None: the data's."""
+    return d.num_labels if d.num_labels is not None else len(d.id2label or {}) or None
+
+
 def _check_colors(r: Recipe) -> list[str]:
     """`data.colors`: readable, distinct colours, each to a class id (below the known class count) or the ignore
     index; class ids straight from colours cannot be reduced again."""
     d = r.data
     if d.colors is None:
         return []
-    num_labels = d.num_labels if d.num_labels is not None else len(d.id2label or {}) or None
+    num_labels = _known_num_labels(d)
     problems = color_problems(d.colors.items(), num_labels, d.ignore_index, "data.colors")
     if d.reduce_labels:
         problems.append("data.colors: colours give class ids directly; expected data.reduce_labels: false, found true")
@@ -324,7 +330,7 @@ def _check_loss(r: Recipe) -> list[str]:
             if term.alpha is not None and not 0 <= term.alpha <= 1:
                 problems.append(f"{key}.alpha: expected a fraction in [0, 1] or null, found {term.alpha}")
         problems += _positive(f"{key}.smooth", getattr(term, "smooth", None), allow_zero=True)
-    num_labels = r.data.num_labels if r.data.num_labels is not None else len(r.data.id2label or {}) or None
+    num_labels = _known_num_labels(r.data)
     problems += check_class_weights(loss.class_weights, num_labels)
     names = [t.name for t in loss.active_terms]
     if loss.class_weights is not None and not set(names) & set(CLASS_WEIGHTED_TERMS):
